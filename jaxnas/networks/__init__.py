@@ -1,0 +1,1 @@
+"""Discrete (stand-alone) networks built from a genotype, for retraining and counting."""

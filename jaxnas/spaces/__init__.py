@@ -1,0 +1,1 @@
+"""Search spaces: candidate ops, cell topologies and genotypes (no optimisers here)."""

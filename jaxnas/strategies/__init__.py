@@ -1,0 +1,1 @@
+"""Search strategies: pure init/step/derive factories (DARTS, SPOS, FairNAS, evolution)."""
