@@ -1,0 +1,129 @@
+"""The `jaxnas` command: argument parsing only; the work lives in the library modules."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Sequence
+
+from jaxnas import config as config_lib
+
+_DESCRIPTION = """\
+jaxnas: JAX-native neural architecture search.
+
+Configs are Python files returning an ml_collections.ConfigDict from get_config();
+override any key with --config.KEY=VALUE (e.g. --config.num_steps=20)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors list the valid choices and exit with status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n(see '{self.prog} --help')\n")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="jaxnas", description=_DESCRIPTION,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    search = sub.add_parser(
+        "search", help="run or resume an architecture search",
+        description="Runs a search; re-running on the same --workdir resumes it. Writes "
+        "DIR/config.json, DIR/metrics.jsonl, DIR/checkpoints/, DIR/genotype.json and plots.")
+    search.add_argument("--config", required=True, help="path to a config file")
+    search.add_argument("--workdir", required=True, help="run directory")
+
+    train = sub.add_parser("train", help="retrain a discrete architecture from scratch")
+    train.add_argument("--genotype", required=True,
+                       help="a known name (DARTS_V1, DARTS_V2), a genotype JSON file, or a "
+                       "literal DARTS Genotype(...) string")
+    train.add_argument("--config", required=True, help="path to a config file")
+    train.add_argument("--workdir", required=True, help="run directory")
+
+    params = sub.add_parser("params", help="print the exact parameter count of a genotype")
+    params.add_argument("--genotype", required=True,
+                        help="a known name (DARTS_V1, DARTS_V2), a genotype JSON file, or a "
+                        "literal DARTS Genotype(...) string")
+    params.add_argument("--channels", type=int, required=True, help="initial channels C")
+    params.add_argument("--layers", type=int, required=True, help="number of cells")
+    params.add_argument("--num-classes", type=int, default=10, help="classifier outputs")
+    params.add_argument("--auxiliary", action="store_true",
+                        help="include the auxiliary head (at 2/3 depth)")
+
+    prepare = sub.add_parser("prepare", help="prepare the embedded digits data set")
+    prepare.add_argument("--data-dir", default=None,
+                         help="TFDS data_dir (default: $JAXNAS_DATA_DIR or "
+                         "~/.cache/jaxnas/tensorflow_datasets)")
+
+    sub.add_parser("bench", help="step-throughput benchmarks (see 'jaxnas bench --help')",
+                   add_help=False)
+    return parser
+
+
+def _load(path: str, overrides: Sequence[str]):
+    config = config_lib.load_config(path)
+    config_lib.apply_overrides(config, overrides)
+    return config
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    if argv and argv[0] == "bench":
+        from benchmarks import runner
+
+        return runner.main(argv[1:])
+    try:
+        rest, overrides = config_lib.split_config_args(argv)
+    except config_lib.ConfigError as e:
+        print(f"jaxnas: error: {e}", file=sys.stderr)
+        return 2
+    parser = _build_parser()
+    args = parser.parse_args(rest)
+    if overrides and args.command not in ("search", "train"):
+        parser.error(f"--config.* overrides apply to search and train, not {args.command}")
+    try:
+        if args.command == "search":
+            config = _load(args.config, overrides)
+            from jaxnas import search
+
+            search.validate_config(config)
+            search.run(config, args.workdir)
+        elif args.command == "train":
+            config = _load(args.config, overrides)
+            from jaxnas import train
+            from jaxnas.spaces import genotypes
+
+            genotype = genotypes.resolve(args.genotype)
+            train.validate_config(config)
+            train.run(config, genotype, args.workdir)
+        elif args.command == "params":
+            from jaxnas.networks import darts_eval
+            from jaxnas.spaces import genotypes
+
+            if args.channels <= 0 or args.layers < 3:
+                parser.error(f"--channels must be positive and --layers at least 3 (got "
+                             f"{args.channels}, {args.layers})")
+            genotype = genotypes.resolve(args.genotype)
+            print(darts_eval.count_parameters(
+                genotype, args.channels, args.layers, num_classes=args.num_classes,
+                auxiliary=args.auxiliary))
+        elif args.command == "prepare":
+            from jaxnas import data
+
+            print(data.prepare_digits(args.data_dir))
+    except (config_lib.ConfigError, ValueError, FileNotFoundError) as e:
+        print(f"jaxnas {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("jaxnas: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""`jaxnas search`: validate a search config up front, then hand it to its method's loop.
+
+This module imports no JAX so that a bad config fails in well under a second; the
+loops live in `jaxnas.runners`.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import ml_collections
+
+from jaxnas import config as C
+
+METHODS = {"darts": "jaxnas.runners.darts"}
+DATASETS_HINT = "digits (embedded) or a TFDS name prepared in data.data_dir, e.g. cifar10"
+
+COMMON_RULES = {
+    "seed": C.non_negative(int),
+    "epochs": C.positive(int),
+    "num_steps": C.integer_or_minus_one(),
+    "log_every": C.positive(int),
+    "eval_every": C.non_negative(int),
+    "checkpoint_every": C.positive(int),
+    "keep_checkpoints": C.positive(int),
+    "data.dataset": C.Rule(lambda v: isinstance(v, str) and v != "", DATASETS_HINT),
+    "data.data_dir": C.Rule(lambda v: isinstance(v, str), "a directory path, or '' for "
+                            "the default cache"),
+    "data.batch_size": C.positive(int),
+    "data.split_fraction": C.in_range(0.0, 1.0, lo_open=True, hi_open=True),
+    "data.crop_padding": C.non_negative(int),
+    "data.flip": C.Rule(lambda v: isinstance(v, bool), "true or false"),
+    "data.cutout": C.non_negative(int),
+}
+
+DARTS_RULES = {
+    "model.channels": C.positive(int),
+    "model.layers": C.Rule(lambda v: isinstance(v, int) and v >= 3,
+                           "an integer >= 3 (two reduction cells at 1/3 and 2/3 depth)"),
+    "model.steps": C.positive(int),
+    "model.multiplier": C.positive(int),
+    "model.stem_multiplier": C.positive(int),
+    "model.mixed_op": C.choice("fused", "loop"),
+    "model.impl": C.choice("auto", "taps", "lax"),
+    "darts.estimator": C.choice("first_order", "darts_fd", "darts_exact", "amended",
+                                "implicit_cg", "implicit_neumann"),
+    "darts.unroll_momentum": C.Rule(lambda v: isinstance(v, bool), "true or false"),
+    "darts.fd_eps": C.positive(),
+    "darts.implicit_iters": C.positive(int),
+    "darts.implicit_damping": C.non_negative(),
+    "darts.neumann_alpha": C.positive(),
+    "optim.w_lr": C.positive(),
+    "optim.w_lr_min": C.non_negative(),
+    "optim.w_momentum": C.in_range(0.0, 1.0, hi_open=True),
+    "optim.w_weight_decay": C.non_negative(),
+    "optim.grad_clip": C.positive(),
+    "optim.a_lr": C.positive(),
+    "optim.a_b1": C.in_range(0.0, 1.0, hi_open=True),
+    "optim.a_b2": C.in_range(0.0, 1.0, hi_open=True),
+    "optim.a_weight_decay": C.non_negative(),
+}
+
+METHOD_RULES = {"darts": DARTS_RULES}
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Raises ConfigError naming every bad key and value, before anything compiles."""
+    method = config.get("method")
+    if method not in METHODS:
+        raise C.ConfigError(f"config.method={method!r} is not allowed: expected one of "
+                            f"{', '.join(repr(m) for m in METHODS)}")
+    rules = {**COMMON_RULES, **METHOD_RULES[method]}
+    C.validate(config, rules, required=list(rules))
+    if method == "darts" and config.model.multiplier > config.model.steps:
+        raise C.ConfigError(f"config.model.multiplier={config.model.multiplier} is not "
+                            f"allowed: expected at most model.steps={config.model.steps}")
+
+
+def run(config: ml_collections.ConfigDict, workdir: str):
+    """Runs (or resumes) the search that `config.method` names in `workdir`."""
+    validate_config(config)
+    runner = importlib.import_module(METHODS[config.method])
+    return runner.run(config, workdir)
