@@ -1,8 +1,17 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures and session-wide JAX settings for fast, cached compiles."""
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
+
+# One persistent XLA cache for the whole session, shared with the subprocesses that
+# tests start (CLI runs), so that a computation compiled once is not compiled again.
+_CACHE = os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                               tempfile.mkdtemp(prefix="jaxnas-test-xla-"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,218 @@
+"""The DARTS search supernet: fused mixed op == reference ops, wiring, no re-trace."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxnas.spaces import cells
+from jaxnas.spaces.ops import PRIMITIVES
+from jaxnas.supernet import darts as sn
+from jaxnas.supernet import kernels
+
+C, N, H = 4, 2, 8
+
+
+def _loop_params_from_fused(fp, g, stride):
+    """The reference ops' parameters for edge `g` of a fused group's stacked params."""
+    def dw(name):
+        k = int(np.sqrt(fp[name].shape[1]))
+        return fp[name][g].reshape(k, k, 1, C)
+
+    out = {
+        "sep_conv_3x3": {
+            "block1": {"depthwise": dw("sep_conv_3x3_dw1"),
+                       "pointwise": {"kernel": fp["pw1"][g, 0][None, None]}},
+            "block2": {"depthwise": dw("sep_conv_3x3_dw2"),
+                       "pointwise": {"kernel": fp["sep_conv_3x3_pw2"][g][None, None]}}},
+        "sep_conv_5x5": {
+            "block1": {"depthwise": dw("sep_conv_5x5_dw1"),
+                       "pointwise": {"kernel": fp["pw1"][g, 1][None, None]}},
+            "block2": {"depthwise": dw("sep_conv_5x5_dw2"),
+                       "pointwise": {"kernel": fp["sep_conv_5x5_pw2"][g][None, None]}}},
+        "dil_conv_3x3": {"depthwise": dw("dil_conv_3x3_dw1"),
+                         "pointwise": {"kernel": fp["pw1"][g, 2][None, None]}},
+        "dil_conv_5x5": {"depthwise": dw("dil_conv_5x5_dw1"),
+                         "pointwise": {"kernel": fp["pw1"][g, 3][None, None]}},
+    }
+    if stride == 2:
+        out["skip_connect"] = {
+            "conv_1": {"kernel": fp["skip_reduce"]["kernel_1"][g][None, None]},
+            "conv_2": {"kernel": fp["skip_reduce"]["kernel_2"][g][None, None]}}
+    return out
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("impl", ["taps", "lax"])
+def test_fused_group_equals_reference_ops(stride, impl):
+    """Every edge of a fused group computes sum_k w_k op_k(x) with the reference ops."""
+    g = 3
+    key = jax.random.key(0)
+    x = jax.random.normal(key, (N, H, H, C))
+    w = jax.nn.softmax(jax.random.normal(jax.random.key(1), (g, len(PRIMITIVES))), -1)
+    fused = sn.FusedEdgeGroup(g, C, stride, impl=impl)
+    fv = fused.init(jax.random.key(2), x, w, True)
+    out, _ = fused.apply(fv, x, w, True, mutable=["batch_stats"])
+    assert out.shape == (g, N, H // stride, H // stride, C)
+    loop = sn.LoopMixedOp(C, stride)
+    lv = loop.init(jax.random.key(3), x, w[0], True)
+    for e in range(g):
+        params = dict(lv["params"])
+        params.update(_loop_params_from_fused(fv["params"], e, stride))
+        ref, _ = loop.apply({"params": params, "batch_stats": lv["batch_stats"]}, x, w[e],
+                            True, mutable=["batch_stats"])
+        np.testing.assert_allclose(out[e], ref, rtol=2e-4, atol=2e-5)
+
+
+def test_multi_depthwise_taps_equals_grouped_conv():
+    key = jax.random.key(0)
+    x = jax.random.normal(key, (N, 9, 9, C))  # odd size: strided windows at the border
+    specs = [(3, 1), (5, 1), (3, 2), (5, 2)]
+    ks = [jax.random.normal(jax.random.fold_in(key, i), (2, k * k, C))
+          for i, (k, _) in enumerate(specs)]
+    for stride in (1, 2):
+        a = kernels.multi_depthwise(x, ks, specs, stride, "taps")
+        b = kernels.multi_depthwise(x, ks, specs, stride, "lax")
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def _tiny(mixed_op="scan", layers=3):
+    return sn.DartsSupernet(channels=C, layers=layers, num_classes=5, mixed_op=mixed_op)
+
+
+X = jax.random.normal(jax.random.key(0), (N, H, H, 3))
+
+
+def _init(model, seed, arch=None):
+    return jax.jit(lambda k: model.init(k, X, arch or sn.uniform_arch()))(
+        sn.init_key(seed))
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model = _tiny()
+    return model, _init(model, 1)
+
+
+def _random_arch(seed):
+    k = jax.random.key(seed)
+    return {n: jax.nn.softmax(jax.random.normal(jax.random.fold_in(k, j), (14, 8)), -1)
+            for j, n in enumerate(("normal", "reduce"))}
+
+
+@pytest.mark.parametrize("mixed_op", ["scan", pytest.param("fused", marks=pytest.mark.slow)])
+def test_wiring_equals_loop_on_parameter_free_ops(mixed_op):
+    """With weight only on parameter-free ops, all formulations are the same function.
+
+    Stem, cell preprocessing and classifier share their parameters, so this checks the
+    edge numbering, the node sums and the concatenation of the fused and scanned cells
+    against the edge-by-edge reference.
+    """
+    rng = np.random.default_rng(0)
+    e = cells.num_edges()
+    normal = rng.random((e, len(PRIMITIVES))) * np.array([1, 1, 1, 1, 0, 0, 0, 0])
+    reduce = rng.random((e, len(PRIMITIVES))) * np.array([1, 1, 1, 0, 0, 0, 0, 0])
+    arch = {"normal": jnp.asarray(normal, jnp.float32),
+            "reduce": jnp.asarray(reduce, jnp.float32)}
+    # The reference only needs the parameter-free candidates (a cheaper compile).
+    free = PRIMITIVES[:4]
+    loop = sn.DartsSupernet(channels=C, layers=3, num_classes=5, mixed_op="loop",
+                            primitives=free)
+    free_arch = {k: v[:, :4] for k, v in arch.items()}
+    lv = _init(loop, 1, free_arch)
+    ref, _ = jax.jit(lambda v, a: loop.apply(v, X, a, mutable=["batch_stats"]))(
+        lv, free_arch)
+    other = _tiny(mixed_op)
+    ov = _init(other, 2, arch)
+    params = dict(ov["params"])
+    for name, sub in lv["params"].items():
+        if name.startswith("cell_"):
+            cell = dict(params[name])  # keep the fused ops' own (unused) parameters
+            cell["preprocess0"] = sub["preprocess0"]
+            cell["preprocess1"] = sub["preprocess1"]
+            params[name] = cell
+        else:
+            params[name] = sub
+    out, _ = jax.jit(lambda v, a: other.apply(v, X, a, mutable=["batch_stats"]))(
+        {"params": params, "batch_stats": ov["batch_stats"]}, arch)
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_no_retrace_across_architectures_and_vmap_over_paths(tiny):
+    model, variables = tiny
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def logits(arch):
+        return model.apply(variables, X, arch, train=False)
+
+    archs = [_random_arch(10 + i) for i in range(3)]
+    outs = [logits(a) for a in archs]
+    for out in outs:
+        assert out.shape == (N, 5) and bool(jnp.all(jnp.isfinite(out)))
+    assert not np.allclose(outs[0], outs[1])  # the architecture input matters
+    batched = jax.tree.map(lambda *a: jnp.stack(a), *archs)
+    many = jax.jit(jax.vmap(lambda a: model.apply(variables, X, a, train=False)))(batched)
+    for i in range(3):
+        np.testing.assert_allclose(many[i], outs[i], rtol=1e-5, atol=1e-5)
+
+
+def test_gradient_reaches_every_parameter_and_the_architecture(tiny):
+    model, variables = tiny
+    labels = jnp.array([1, 3])
+    alphas = {k: 1e-3 * jax.random.normal(jax.random.key(5 + i), (14, 8))
+              for i, k in enumerate(("normal", "reduce"))}
+
+    @jax.jit
+    def grads(params, alphas):
+        def loss(params, alphas):
+            arch = jax.tree.map(lambda a: jax.nn.softmax(a, -1), alphas)
+            logits, _ = model.apply(
+                {"params": params, "batch_stats": variables["batch_stats"]}, X, arch,
+                mutable=["batch_stats"])
+            return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(N), labels])
+
+        return jax.grad(loss, argnums=(0, 1))(params, alphas)
+
+    gp, ga = grads(variables["params"], alphas)
+    _, mask = sn._intermediate_rows(4)
+    dead, leaked = [], []
+    for path, g in jax.tree_util.tree_flatten_with_path(gp)[0]:
+        name = jax.tree_util.keystr(path)
+        if "from_nodes" in name:  # scanned slots: (t, slot, ...); unused slots get 0
+            used = np.abs(np.asarray(g)).reshape(3, 3, -1).max(-1)
+            if not np.all(used[mask > 0] > 0):
+                dead.append(name)
+            if np.any(used[mask == 0] != 0):
+                leaked.append(name)
+        elif not float(jnp.abs(g).max()) > 0:
+            dead.append(name)
+    assert not dead, dead
+    assert not leaked, leaked
+    for name in ("normal", "reduce"):
+        assert ga[name].shape == (14, 8)
+        # every op column of every edge moves (the `none` column too, via the softmax)
+        assert bool(jnp.all(jnp.abs(ga[name]) > 0))
+
+
+def test_train_mode_updates_running_stats_and_eval_mode_uses_them(tiny):
+    model, variables = tiny
+    arch = sn.uniform_arch()
+    _, upd = jax.jit(lambda v: model.apply(v, X, arch, mutable=["batch_stats"]))(variables)
+    changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), variables["batch_stats"],
+                           upd["batch_stats"])
+    assert all(jax.tree.leaves(changed))
+    forward = jax.jit(lambda v, x: model.apply(v, x, arch, train=False))
+    trained = {"params": variables["params"], "batch_stats": upd["batch_stats"]}
+    both = forward(trained, X)
+    first = forward(trained, jnp.concatenate([X[:1], X[:1]]))
+    np.testing.assert_allclose(both[0], first[0], rtol=1e-5, atol=1e-6)  # per example
+
+
+def test_bad_mixed_op_and_primitives_rejected():
+    with pytest.raises(ValueError, match="mixed_op='vmap'"):
+        sn.DartsSupernet(mixed_op="vmap").init(jax.random.key(0), X, sn.uniform_arch())
+    with pytest.raises(ValueError, match="use mixed_op='loop'"):
+        sn.DartsSupernet(primitives=("none", "skip_connect")).init(
+            jax.random.key(0), X, sn.uniform_arch(primitives=("none", "skip_connect")))
