@@ -72,7 +72,14 @@ def _load(path: str, overrides: Sequence[str]):
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    logging.getLogger("jaxnas").setLevel(logging.INFO)
+    try:  # orbax and jax log through absl at INFO; keep their chatter out of the way
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.WARNING)
+    except ImportError:
+        pass
     if argv and argv[0] == "bench":
         from benchmarks import runner
 

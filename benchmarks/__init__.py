@@ -1,0 +1,1 @@
+"""Benchmarks of jaxnas: step throughput, compile time, memory (run as modules)."""

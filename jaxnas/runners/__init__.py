@@ -1,0 +1,1 @@
+"""Search loops, one module per method family (imported lazily by jaxnas.search)."""
