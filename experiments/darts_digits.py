@@ -5,9 +5,9 @@ Run:
 
 A small supernet (C=8, 5 cells) on the 8x8 scikit-learn digits (1500 train images split
 50/50 into weight-training and architecture-validation halves, 297 test images), first-
-order DARTS for 10 epochs of batch 64 (110 steps). Expected on 2 CPU cores: a few
-minutes including compilation; supernet validation accuracy above 0.85; a genotype in
-DIR/genotype.json.
+order DARTS for 10 epochs of batch 64 (110 steps). Measured on 2 shared CPU cores:
+5.4 min in all (about 2 min of it compiling; ~1 s a step), supernet validation
+accuracy 0.968 (BatchNorm running statistics), a genotype in DIR/genotype.json.
 """
 
 import ml_collections

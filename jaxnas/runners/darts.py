@@ -75,6 +75,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         val_it.restore(meta["val_position"])
         metrics_log.truncate_after(start)
         log.info("resumed from the checkpoint at step %d", start)
+    # Fresh and restored states must look alike to jit (same committed placement), or
+    # a resumed run would compile the step again instead of hitting the XLA cache.
+    state = jax.device_put(state, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
 
     step_fn = jax.jit(strategy.step, donate_argnums=0)
     eval_fn = jax.jit(strategy.evaluate)
