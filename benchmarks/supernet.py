@@ -24,7 +24,7 @@ def run_variant(mixed_op: str, channels: int, layers: int, batch: int, image: in
     import optax
 
     from benchmarks.measure import measure
-    from jaxnas.supernet.darts import DartsSupernet, uniform_arch
+    from jaxnas.supernet.darts import DartsSupernet, init_key, uniform_arch
 
     model = DartsSupernet(channels=channels, layers=layers, num_classes=10,
                           mixed_op=mixed_op, impl=impl)
@@ -32,7 +32,7 @@ def run_variant(mixed_op: str, channels: int, layers: int, batch: int, image: in
     images = jax.random.normal(key, (batch, image, image, 3), jnp.float32)
     labels = jnp.arange(batch) % 10
     arch = uniform_arch()
-    variables = jax.jit(lambda k, x: model.init(k, x, arch))(key, images)
+    variables = jax.jit(lambda k, x: model.init(k, x, arch))(init_key(0), images)
 
     def fwd_bwd(params, stats, arch, images, labels):
         def loss(p):
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--impl", default="auto", choices=("auto", "taps", "lax"))
-    parser.add_argument("--variants", default="fused,loop")
+    parser.add_argument("--variants", default="scan,fused,loop")
     parser.add_argument("--json", default=None, help="write one JSON record per line here")
     parser.add_argument("--_one", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
