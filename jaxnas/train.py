@@ -1,0 +1,91 @@
+"""`jaxnas train`: validate a retraining config up front, then run the retraining loop.
+
+This module imports no JAX so that a bad config fails in well under a second; the
+loop lives in `jaxnas.runners.train`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+
+from jaxnas import config as C
+from jaxnas.search import DATASETS_HINT
+
+_BOOL = C.Rule(lambda v: isinstance(v, bool), "true or false")
+
+# Every key a retraining config has; any other key is refused (a search config given
+# to `train` by mistake fails here, naming its first foreign keys).
+RULES: dict[str, C.Rule] = {
+    "seed": C.non_negative(int),
+    "epochs": C.positive(int),
+    "num_steps": C.integer_or_minus_one(),
+    "log_every": C.positive(int),
+    "eval_every": C.non_negative(int),
+    "checkpoint_every": C.positive(int),
+    "keep_checkpoints": C.positive(int),
+    "data.dataset": C.Rule(lambda v: isinstance(v, str) and v != "", DATASETS_HINT),
+    "data.data_dir": C.Rule(lambda v: isinstance(v, str), "a directory path, or '' for "
+                            "the default cache"),
+    "data.batch_size": C.positive(int),
+    "data.eval_batch_size": C.non_negative(int),
+    "data.crop_padding": C.non_negative(int),
+    "data.flip": _BOOL,
+    "data.cutout": C.non_negative(int),
+    "model.channels": C.positive(int),
+    "model.layers": C.Rule(lambda v: isinstance(v, int) and not isinstance(v, bool)
+                           and v >= 3, "an integer >= 3 (two reduction cells at 1/3 "
+                           "and 2/3 depth)"),
+    "model.auxiliary": _BOOL,
+    "model.auxiliary_weight": C.non_negative(),
+    "model.drop_path_prob": C.in_range(0.0, 1.0, hi_open=True),
+    "optim.lr": C.positive(),
+    "optim.lr_min": C.non_negative(),
+    "optim.momentum": C.in_range(0.0, 1.0, hi_open=True),
+    "optim.weight_decay": C.non_negative(),
+    "optim.grad_clip": C.positive(),
+}
+
+
+def _flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in config.items():
+        if isinstance(value, ml_collections.ConfigDict):
+            keys.extend(_flat_keys(value, f"{prefix}{key}."))
+        else:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Raises ConfigError naming every bad key and value, before anything compiles.
+
+    Every key of `RULES` is required and must satisfy its rule; keys that `RULES`
+    does not know are refused; `optim.lr_min` may not exceed `optim.lr`.
+    """
+    unknown = sorted(set(_flat_keys(config)) - set(RULES))
+    if unknown:
+        shown = ", ".join(repr(k) for k in unknown[:5])
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        raise C.ConfigError(
+            f"config key(s) {shown}{more} are not retraining keys (is this a search "
+            f"config?); allowed keys: {', '.join(RULES)}")
+    C.validate(config, RULES, required=list(RULES))
+    if config.optim.lr_min > config.optim.lr:
+        raise C.ConfigError(f"config.optim.lr_min={config.optim.lr_min!r} is not "
+                            f"allowed: expected at most optim.lr={config.optim.lr!r}")
+
+
+def run(config: ml_collections.ConfigDict, genotype: Any, workdir: str
+        ) -> dict[str, Any]:
+    """Trains (or resumes training) `genotype` from scratch in `workdir`.
+
+    `genotype` is a `jaxnas.spaces.genotypes.Genotype` (see `genotypes.resolve` for
+    names, JSON files and `Genotype(...)` strings). Returns the dict written to
+    `workdir/result.json`.
+    """
+    validate_config(config)
+    from jaxnas.runners import train as runner
+
+    return runner.run(config, genotype, workdir)
