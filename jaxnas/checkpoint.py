@@ -62,3 +62,26 @@ class Checkpointer:
     def close(self) -> None:
         self._manager.wait_until_finished()
         self._manager.close()
+
+
+def latest_meta(workdir: str) -> dict[str, Any] | None:
+    """The JSON metadata of the newest readable checkpoint in `workdir`, or None.
+
+    Read without the state, so that a run whose state has other shapes (another config
+    or genotype) is recognised before anything is restored or overwritten.
+    """
+    directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    if not os.path.isdir(directory):
+        return None
+    manager = ocp.CheckpointManager(directory)
+    try:
+        for step in sorted(manager.all_steps(), reverse=True):
+            try:
+                restored = manager.restore(
+                    step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+            except Exception:  # noqa: BLE001 - Checkpointer.restore reports these
+                continue
+            return dict(restored["meta"])
+    finally:
+        manager.close()
+    return None

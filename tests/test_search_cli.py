@@ -67,11 +67,19 @@ def test_interrupted_search_resumes_to_the_identical_result(full_run, tmp_path,
     assert steps == [2, 3, 4, 6]  # step 3 is the end of the first run; none twice
 
 
-def test_resume_with_a_different_search_config_is_refused(full_run, digits_data_dir):
-    proc = _search(full_run, digits_data_dir, "--config.num_steps=8",
-                   "--config.optim.w_lr=0.05", check=False)
+@pytest.mark.parametrize("override, named", [
+    ("--config.optim.w_lr=0.05", "optim.w_lr (checkpoint 0.025, now 0.05)"),
+    # a different shape of state: refused before any restore is tried
+    ("--config.model.channels=6", "model.channels (checkpoint 4, now 6)"),
+])
+def test_resume_with_a_different_search_config_is_refused(full_run, digits_data_dir,
+                                                          override, named):
+    before = open(full_run / "config.json").read()
+    proc = _search(full_run, digits_data_dir, "--config.num_steps=8", override,
+                   check=False)
     assert proc.returncode == 2
-    assert "optim.w_lr (checkpoint 0.025, now 0.05)" in proc.stderr
+    assert named in proc.stderr
+    assert open(full_run / "config.json").read() == before  # nothing overwritten
 
 
 def test_missing_dataset_fails_at_once_naming_it(tmp_path):

@@ -52,7 +52,7 @@ def check_resumable(config: ml_collections.ConfigDict, meta: Mapping[str, Any]) 
         details = ", ".join(f"{k} (checkpoint {saved.get(k)!r}, now {now.get(k)!r})"
                             for k in differing)
         raise config_lib.ConfigError(
-            f"the workdir holds a search run with a different config: {details}. Use a new "
+            f"the workdir holds a run with a different config: {details}. Use a new "
             "--workdir, or restore those values to resume.")
 
 

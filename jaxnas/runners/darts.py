@@ -46,6 +46,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Runs or resumes a DARTS search in `workdir`; returns the final results dict."""
     workdir = wd.prepare_workdir(workdir)
     lead = jax.process_index() == 0
+    saved = ckpt_lib.latest_meta(workdir)
+    if saved is not None:  # refuse a different search before touching anything
+        common.check_resumable(config, saved)
     common.record_config(config, workdir, enabled=lead)
     data = common.load_data(config)
     b = config.data.batch_size

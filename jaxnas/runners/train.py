@@ -11,7 +11,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
-import orbax.checkpoint as ocp
 from flax import struct
 
 from jaxnas import checkpoint as ckpt_lib
@@ -189,26 +188,8 @@ def load_data(config: ml_collections.ConfigDict) -> TrainData:
 
 
 def saved_meta(workdir: str) -> dict[str, Any] | None:
-    """The JSON metadata of the newest readable checkpoint in `workdir`, or None.
-
-    Read without the state, so that a run of another genotype or config (whose state
-    has other shapes) is recognised before anything is restored or overwritten.
-    """
-    directory = os.path.join(workdir, "checkpoints")
-    if not os.path.isdir(directory):
-        return None
-    manager = ocp.CheckpointManager(directory)
-    try:
-        for step in sorted(manager.all_steps(), reverse=True):
-            try:
-                restored = manager.restore(
-                    step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-            except Exception:  # noqa: BLE001 - Checkpointer.restore reports these
-                continue
-            return dict(restored["meta"])
-    finally:
-        manager.close()
-    return None
+    """The metadata of the newest readable checkpoint (see `checkpoint.latest_meta`)."""
+    return ckpt_lib.latest_meta(workdir)
 
 
 def check_resumable(config: ml_collections.ConfigDict, genotype_json: dict[str, Any],
