@@ -59,8 +59,8 @@ def _build_parser() -> argparse.ArgumentParser:
                          help="TFDS data_dir (default: $JAXNAS_DATA_DIR or "
                          "~/.cache/jaxnas/tensorflow_datasets)")
 
-    sub.add_parser("bench", help="step-throughput benchmarks (see 'jaxnas bench --help')",
-                   add_help=False)
+    sub.add_parser("bench", help="supernet forward+backward benchmarks: compile time, "
+                   "images/s, FLOPs, memory (see 'jaxnas bench --help')", add_help=False)
     return parser
 
 
@@ -81,9 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError:
         pass
     if argv and argv[0] == "bench":
-        from benchmarks import runner
+        from benchmarks import supernet
 
-        return runner.main(argv[1:])
+        return supernet.main(argv[1:])
     try:
         rest, overrides = config_lib.split_config_args(argv)
     except config_lib.ConfigError as e:
