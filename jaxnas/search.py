@@ -12,7 +12,8 @@ import ml_collections
 
 from jaxnas import config as C
 
-METHODS = {"darts": "jaxnas.runners.darts"}
+METHODS = {"darts": "jaxnas.runners.darts", "spos": "jaxnas.runners.oneshot",
+           "fairnas": "jaxnas.runners.oneshot"}
 DATASETS_HINT = "digits (embedded) or a TFDS name prepared in data.data_dir, e.g. cifar10"
 
 COMMON_RULES = {
@@ -60,7 +61,52 @@ DARTS_RULES = {
     "optim.a_weight_decay": C.non_negative(),
 }
 
-METHOD_RULES = {"darts": DARTS_RULES}
+
+
+def _int_tuple(ok, describe: str) -> C.Rule:
+    """A non-empty tuple/list of ints whose every element satisfies ``ok``."""
+    return C.Rule(lambda v: isinstance(v, (tuple, list)) and len(v) > 0
+                  and all(isinstance(x, int) and not isinstance(x, bool) and ok(x)
+                          for x in v), describe)
+
+
+ONESHOT_RULES = {
+    "model.stem_channels": C.positive(int),
+    "model.widths": _int_tuple(lambda x: x > 0, "a non-empty tuple of positive "
+                               "integers (one width per stage)"),
+    "model.depths": _int_tuple(lambda x: x > 0, "a non-empty tuple of positive "
+                               "integers (searchable layers per stage)"),
+    "model.strides": _int_tuple(lambda x: x in (1, 2), "a non-empty tuple of 1s and "
+                                "2s (stride of each stage's first layer)"),
+    "model.head_channels": C.positive(int),
+    "model.stem_stride": C.choice(1, 2),
+    "model.dispatch": C.choice("gather", "switch"),
+    "model.impl": C.choice("auto", "taps", "toeplitz", "lax"),
+    "model.bn_momentum": C.in_range(0.0, 1.0, hi_open=True),
+    "optim.lr": C.positive(),
+    "optim.lr_min": C.non_negative(),
+    "optim.momentum": C.in_range(0.0, 1.0, hi_open=True),
+    "optim.weight_decay": C.non_negative(),
+    "optim.grad_clip": C.positive(),
+    "oneshot.calib_batches": C.positive(int),
+    "oneshot.eval_paths": C.non_negative(int),
+    "oneshot.eval_batch_size": C.positive(int),
+    "oneshot.val_examples": C.non_negative(int),
+    "evolution.method": C.choice("evolution", "random"),
+    "evolution.population_size": C.positive(int),
+    "evolution.sample_size": C.positive(int),
+    "evolution.num_cycles": C.non_negative(int),
+    "evolution.batch_size": C.positive(int),
+    "evolution.max_params": C.non_negative(int),
+}
+
+METHOD_RULES = {
+    "darts": DARTS_RULES,
+    "spos": ONESHOT_RULES,
+    "fairnas": {**ONESHOT_RULES,
+                "fairnas.shared_batch": C.Rule(lambda v: isinstance(v, bool),
+                                               "true or false")},
+}
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:

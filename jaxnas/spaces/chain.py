@@ -1,0 +1,209 @@
+"""The chain search space: a MobileNetV2-style stack of inverted-residual choice blocks.
+
+As in FairNAS (Chu et al. 2019) and ProxylessNAS (Cai et al. 2019), every searchable
+layer picks one of `CHOICES`, the six inverted-residual ("MBConv") blocks with
+depthwise kernel 3, 5 or 7 and expansion 3 or 6.  A *path* is one choice index per
+searchable layer (int32[L]); the network is
+
+  stem: conv3x3(stride) - BN - ReLU6
+  L searchable layers: inverted residual (expand 1x1 - BN - ReLU6, depthwise kxk -
+      BN - ReLU6, project 1x1 - BN), with a residual connection when the stride is
+      1 and the widths agree
+  head: conv1x1 - BN - ReLU6, global average pool, dense classifier.
+
+Convolutions have no bias; BatchNorm scale and bias count as parameters, running
+statistics do not.  This module is pure Python/numpy (no flax): it describes the
+space, its layers and the exact parameter count of any path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple, Sequence
+
+import numpy as np
+
+
+class Choice(NamedTuple):
+    """One candidate block: depthwise kernel size and expansion ratio."""
+
+    kernel: int
+    expansion: int
+
+    @property
+    def name(self) -> str:
+        return f"mb_k{self.kernel}_e{self.expansion}"
+
+
+# The FairNAS / ProxylessNAS candidates, in a fixed order (path values index this).
+CHOICES: tuple[Choice, ...] = tuple(Choice(k, e) for k in (3, 5, 7) for e in (3, 6))
+CHOICE_NAMES: tuple[str, ...] = tuple(c.name for c in CHOICES)
+NUM_CHOICES = len(CHOICES)
+MAX_KERNEL = max(c.kernel for c in CHOICES)
+MAX_EXPANSION = max(c.expansion for c in CHOICES)
+
+
+class LayerSpec(NamedTuple):
+    """A searchable layer: input and output widths, stride of its depthwise conv."""
+
+    in_channels: int
+    out_channels: int
+    stride: int
+
+    @property
+    def residual(self) -> bool:
+        return self.stride == 1 and self.in_channels == self.out_channels
+
+
+@dataclasses.dataclass(frozen=True)
+class ChainSpace:
+    """A chain space: stem, stages of searchable layers, head.
+
+    Stage ``s`` has ``depths[s]`` searchable layers of output width ``widths[s]``;
+    its first layer has stride ``strides[s]``, the others stride 1.
+    """
+
+    stem_channels: int
+    widths: tuple[int, ...]
+    depths: tuple[int, ...]
+    strides: tuple[int, ...]
+    head_channels: int
+    stem_stride: int = 1
+    in_channels: int = 3
+
+    def __post_init__(self) -> None:
+        widths, depths, strides = (tuple(int(v) for v in t)
+                                   for t in (self.widths, self.depths, self.strides))
+        object.__setattr__(self, "widths", widths)
+        object.__setattr__(self, "depths", depths)
+        object.__setattr__(self, "strides", strides)
+        if not len(widths) == len(depths) == len(strides) >= 1:
+            raise ValueError(f"widths, depths and strides need one entry per stage, "
+                             f"got {widths}, {depths}, {strides}")
+        if min(widths) < 1 or min(depths) < 1 or sum(depths) < 1:
+            raise ValueError(f"widths and depths must be positive, got {widths}, "
+                             f"{depths}")
+        if any(s not in (1, 2) for s in strides + (self.stem_stride,)):
+            raise ValueError(f"strides must be 1 or 2, got stem {self.stem_stride}, "
+                             f"stages {strides}")
+        for name in ("stem_channels", "head_channels", "in_channels"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+    @property
+    def num_layers(self) -> int:
+        """Number of searchable layers ``L``."""
+        return sum(self.depths)
+
+    @property
+    def num_choices(self) -> tuple[int, ...]:
+        """Per-layer choice counts (the `regularized_evolution` argument)."""
+        return (NUM_CHOICES,) * self.num_layers
+
+    def layers(self) -> tuple[LayerSpec, ...]:
+        """The searchable layers in order."""
+        out, c_in = [], self.stem_channels
+        for width, depth, stride in zip(self.widths, self.depths, self.strides):
+            for i in range(depth):
+                out.append(LayerSpec(c_in, width, stride if i == 0 else 1))
+                c_in = width
+        return tuple(out)
+
+    def output_size(self, size: int) -> int:
+        """Spatial size after the stem and all stages for an input of ``size``."""
+        for s in (self.stem_stride,) + self.strides:
+            size = (size - 1) // s + 1
+        return size
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def cifar_space(in_channels: int = 3) -> ChainSpace:
+    """The CIFAR-sized default: MobileNetV2/FairNAS widths, 16 searchable layers.
+
+    32x32 input, stem stride 1, three stride-2 stages (32 -> 16 -> 8 -> 4), head 1280.
+    """
+    return ChainSpace(stem_channels=32, widths=(24, 32, 64, 96, 160, 320),
+                      depths=(2, 3, 4, 3, 3, 1), strides=(1, 2, 2, 1, 2, 1),
+                      head_channels=1280, stem_stride=1, in_channels=in_channels)
+
+
+def digits_space(in_channels: int = 1) -> ChainSpace:
+    """A small space for 8x8x1 digits: 6 searchable layers (8 -> 4 -> 2), head 64."""
+    return ChainSpace(stem_channels=8, widths=(8, 16, 24), depths=(2, 2, 2),
+                      strides=(1, 2, 2), head_channels=64, stem_stride=1,
+                      in_channels=in_channels)
+
+
+SPACES = {"cifar": cifar_space, "digits": digits_space}
+
+
+def block_params(in_channels: int, out_channels: int, choice: Choice) -> int:
+    """Exact parameter count of one inverted-residual block.
+
+    expand 1x1 (``c_in * h``), BN (``2h``), depthwise (``k^2 h``), BN (``2h``),
+    project 1x1 (``h * c_out``), BN (``2 c_out``), with ``h = e * c_in``.
+    """
+    hidden = choice.expansion * in_channels
+    return (in_channels * hidden + 2 * hidden + choice.kernel ** 2 * hidden
+            + 2 * hidden + hidden * out_channels + 2 * out_channels)
+
+
+def param_table(space: ChainSpace, num_classes: int) -> tuple[int, np.ndarray]:
+    """``(fixed, table)``: a path's parameter count is ``fixed + sum_l table[l, p_l]``.
+
+    ``fixed`` counts the stem, head and classifier; ``table`` is int64[L, K] with the
+    count of each choice of each searchable layer.
+    """
+    stem = 9 * space.in_channels * space.stem_channels + 2 * space.stem_channels
+    last = space.widths[-1]
+    head = last * space.head_channels + 2 * space.head_channels
+    classifier = space.head_channels * num_classes + num_classes
+    table = np.array([[block_params(l.in_channels, l.out_channels, c) for c in CHOICES]
+                      for l in space.layers()], np.int64)
+    return stem + head + classifier, table
+
+
+def check_path(space: ChainSpace, path: Sequence[int]) -> tuple[int, ...]:
+    """The path as a tuple of ints, after checking its length and values."""
+    values = tuple(int(v) for v in np.asarray(path).reshape(-1))
+    if len(values) != space.num_layers or not all(0 <= v < NUM_CHOICES for v in values):
+        raise ValueError(f"a path needs {space.num_layers} choice indices in "
+                         f"[0, {NUM_CHOICES}), got {list(values)}")
+    return values
+
+
+def count_params(space: ChainSpace, path: Sequence[int], num_classes: int) -> int:
+    """Exact parameter count of the discrete network a path selects."""
+    fixed, table = param_table(space, num_classes)
+    values = check_path(space, path)
+    return int(fixed + sum(table[l, c] for l, c in enumerate(values)))
+
+
+def path_names(path: Sequence[int]) -> list[str]:
+    """Block names of a path, e.g. ``['mb_k3_e6', ...]``."""
+    return [CHOICE_NAMES[int(c)] for c in np.asarray(path).reshape(-1)]
+
+
+def genotype_to_json(space: ChainSpace, path: Sequence[int],
+                     num_classes: int) -> dict:
+    """A chain-space genotype as JSON: enough to rebuild and retrain the network."""
+    values = check_path(space, path)
+    return {"type": "chain", "path": list(values), "names": path_names(values),
+            "space": space.to_dict(), "num_classes": int(num_classes),
+            "params": count_params(space, values, num_classes)}
+
+
+def genotype_from_json(obj: dict) -> tuple[ChainSpace, tuple[int, ...], int]:
+    """``(space, path, num_classes)`` of `genotype_to_json` output (or of a
+    genotype.json written by a SPOS / FairNAS search, via its ``genotype`` key)."""
+    if "genotype" in obj and isinstance(obj["genotype"], dict):
+        obj = obj["genotype"]
+    if obj.get("type") != "chain":
+        raise ValueError(f"not a chain-space genotype (type={obj.get('type')!r})")
+    fields = dict(obj["space"])
+    for name in ("widths", "depths", "strides"):
+        fields[name] = tuple(fields[name])
+    space = ChainSpace(**fields)
+    return space, check_path(space, obj["path"]), int(obj["num_classes"])
