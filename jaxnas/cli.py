@@ -39,7 +39,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="retrain a discrete architecture from scratch")
     train.add_argument("--genotype", required=True,
-                       help="a known name (DARTS_V1, DARTS_V2), a genotype JSON file, or a "
+                       help="a known name (DARTS_V1, DARTS_V2), a genotype JSON file (a "
+                       "search's genotype.json: DARTS or SPOS/FairNAS chain), or a "
                        "literal DARTS Genotype(...) string")
     train.add_argument("--config", required=True, help="path to a config file")
     train.add_argument("--workdir", required=True, help="run directory")
@@ -103,10 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "train":
             config = _load(args.config, overrides)
             from jaxnas import train
-            from jaxnas.spaces import genotypes
+            from jaxnas.spaces import resolve
 
-            genotype = genotypes.resolve(args.genotype)
-            train.validate_config(config)
+            genotype = resolve.resolve_architecture(args.genotype)
+            train.validate_config(config, resolve.kind(genotype))
             train.run(config, genotype, args.workdir)
         elif args.command == "params":
             from jaxnas.networks import darts_eval

@@ -1,4 +1,8 @@
-"""Retraining a genotype from scratch: pure jittable steps, then the loop around them."""
+"""Retraining a genotype from scratch: pure jittable steps, then the loop around them.
+
+One loop serves both search spaces: a DARTS genotype becomes `NetworkCIFAR` (auxiliary
+head, drop-path), a chain genotype (SPOS / FairNAS) the discrete `ChainNet` of its path.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +22,10 @@ from jaxnas import config as config_lib
 from jaxnas import workdir as wd
 from jaxnas.networks.darts_eval import NetworkCIFAR, param_count
 from jaxnas.runners import common
+from jaxnas.spaces import chain as chain_space
 from jaxnas.spaces import genotypes
+from jaxnas.spaces import resolve
+from jaxnas.supernet.chain import ChainNet, build_path_network
 from jaxnas.strategies.darts import cosine_epoch_schedule, weight_optimizer
 from jaxnas.types import Batch, Metrics, PyTree
 
@@ -71,7 +78,30 @@ def drop_path_schedule(drop_path_prob: float, epochs: int,
     return schedule
 
 
-def trainer(model: NetworkCIFAR, *, epochs: int, steps_per_epoch: int,
+def _forward(model: NetworkCIFAR | ChainNet):
+    """``forward(variables, images, train, drop_path_prob, rng) -> ((logits, aux),
+    batch_stats)``: one calling convention for both networks (``aux`` None, new
+    statistics only in training)."""
+    if isinstance(model, NetworkCIFAR):
+        def forward(variables, images, train, drop_path_prob=0.0, rng=None):
+            if not train:
+                return model.apply(variables, images, train=False), None
+            out, upd = model.apply(variables, images, train=True,
+                                   drop_path_prob=drop_path_prob,
+                                   rngs={"dropout": rng}, mutable=["batch_stats"])
+            return out, upd["batch_stats"]
+    else:
+        def forward(variables, images, train, drop_path_prob=0.0, rng=None):
+            del drop_path_prob, rng  # chain blocks have no drop-path
+            if not train:
+                return (model.apply(variables, images, train=False), None), None
+            logits, upd = model.apply(variables, images, train=True,
+                                      mutable=["batch_stats"])
+            return (logits, None), upd["batch_stats"]
+    return forward
+
+
+def trainer(model: NetworkCIFAR | ChainNet, *, epochs: int, steps_per_epoch: int,
             lr: float = 0.025, lr_min: float = 0.0, momentum: float = 0.9,
             weight_decay: float = 3e-4, grad_clip: float = 5.0,
             auxiliary_weight: float = 0.4, drop_path_prob: float = 0.0) -> Trainer:
@@ -83,8 +113,13 @@ def trainer(model: NetworkCIFAR, *, epochs: int, steps_per_epoch: int,
     `lr` to `lr_min` once per epoch. Drop-path probability `drop_path_prob * epoch /
     epochs` is computed from the step inside the step (a traced scalar: one compile
     for the whole run); with `drop_path_prob == 0` drop-path is left out of the graph.
-    The drop-path key of step s is `fold_in(state.key, s)`.
+    The drop-path key of step s is `fold_in(state.key, s)`. A `ChainNet` has
+    neither auxiliary head nor drop-path (pass ``drop_path_prob=0``).
     """
+    if not isinstance(model, NetworkCIFAR) and drop_path_prob:
+        raise ValueError(f"drop_path_prob={drop_path_prob}: a chain network has no "
+                         "drop-path; expected 0")
+    forward = _forward(model)
     lr_fn = cosine_epoch_schedule(lr, lr_min, epochs, steps_per_epoch)
     drop_fn = drop_path_schedule(drop_path_prob, epochs, steps_per_epoch)
     tx = weight_optimizer(lr_fn, momentum=momentum, weight_decay=weight_decay,
@@ -105,15 +140,14 @@ def trainer(model: NetworkCIFAR, *, epochs: int, steps_per_epoch: int,
         labels = batch["label"]
 
         def loss_fn(params):
-            (logits, aux), updates = model.apply(
+            (logits, aux), batch_stats = forward(
                 {"params": params, "batch_stats": state.batch_stats}, batch["image"],
-                train=True, drop_path_prob=call_p, rngs={"dropout": rng},
-                mutable=["batch_stats"])
+                True, call_p, rng)
             ce = _cross_entropy(logits, labels)
             loss = ce
             if aux is not None:
                 loss = loss + auxiliary_weight * _cross_entropy(aux, labels)
-            return loss, (ce, logits, updates["batch_stats"])
+            return loss, (ce, logits, batch_stats)
 
         (loss, (ce, logits, batch_stats)), grads = jax.value_and_grad(
             loss_fn, has_aux=True)(state.params)
@@ -130,9 +164,9 @@ def trainer(model: NetworkCIFAR, *, epochs: int, steps_per_epoch: int,
         """Summed loss, correct count and example count on `batch` in eval mode
         (running BatchNorm statistics, no drop-path, no auxiliary head); rows where
         `batch["mask"]` is False are padding and do not count."""
-        logits, _ = model.apply({"params": state.params,
-                                 "batch_stats": state.batch_stats},
-                                batch["image"], train=False)
+        (logits, _), _ = forward({"params": state.params,
+                                  "batch_stats": state.batch_stats},
+                                 batch["image"], False)
         labels = batch["label"]
         mask = batch.get("mask", jnp.ones(labels.shape, bool)).astype(logits.dtype)
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
@@ -144,17 +178,34 @@ def trainer(model: NetworkCIFAR, *, epochs: int, steps_per_epoch: int,
                    drop_path_prob=drop_fn)
 
 
-def build(config: ml_collections.ConfigDict, genotype: genotypes.Genotype,
-          num_classes: int, steps_per_epoch: int) -> tuple[NetworkCIFAR, Trainer]:
+def build(config: ml_collections.ConfigDict, genotype: resolve.Architecture,
+          num_classes: int, steps_per_epoch: int
+          ) -> tuple[NetworkCIFAR | ChainNet, Trainer]:
     """The network and the pure training functions a config describes."""
     m, o = config.model, config.optim
+    common_args = dict(epochs=config.epochs, steps_per_epoch=steps_per_epoch, lr=o.lr,
+                       lr_min=o.lr_min, momentum=o.momentum,
+                       weight_decay=o.weight_decay, grad_clip=o.grad_clip)
+    if isinstance(genotype, chain_space.ChainGenotype):
+        model = build_path_network(genotype.space, genotype.path, num_classes,
+                                   bn_momentum=m.bn_momentum)
+        return model, trainer(model, **common_args)
     model = NetworkCIFAR(C=m.channels, num_classes=num_classes, layers=m.layers,
                          auxiliary=m.auxiliary, genotype=genotypes.validate(genotype))
-    return model, trainer(model, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
-                          lr=o.lr, lr_min=o.lr_min, momentum=o.momentum,
-                          weight_decay=o.weight_decay, grad_clip=o.grad_clip,
-                          auxiliary_weight=m.auxiliary_weight,
-                          drop_path_prob=m.drop_path_prob)
+    return model, trainer(model, auxiliary_weight=m.auxiliary_weight,
+                          drop_path_prob=m.drop_path_prob, **common_args)
+
+
+def check_data(genotype: resolve.Architecture, data: "TrainData") -> None:
+    """A chain genotype records its input channels and classes: they must match."""
+    if not isinstance(genotype, chain_space.ChainGenotype):
+        return
+    if genotype.space.in_channels != data.image_shape[-1]:
+        raise ValueError(f"the chain genotype takes {genotype.space.in_channels}-channel "
+                         f"images, but {data.name} has {data.image_shape[-1]}")
+    if genotype.num_classes != data.num_classes:
+        raise ValueError(f"the chain genotype has {genotype.num_classes} classes, but "
+                         f"{data.name} has {data.num_classes}")
 
 
 class TrainData(NamedTuple):
@@ -199,21 +250,25 @@ def check_resumable(config: ml_collections.ConfigDict, genotype_json: dict[str, 
     if meta.get("genotype") != genotype_json:
         saved = meta.get("genotype")
         try:
-            saved = genotypes.to_str(genotypes.from_json(saved))
-        except (ValueError, TypeError):
+            saved = (chain_space.chain_genotype_from_json(saved).describe()
+                     if chain_space.is_chain_json(saved)
+                     else genotypes.to_str(genotypes.from_json(saved)))
+        except (ValueError, TypeError, KeyError):
             pass
         raise config_lib.ConfigError(
             f"the workdir holds a training run of another genotype ({saved}); use a "
             f"new --workdir, or pass that genotype to resume")
 
 
-def run(config: ml_collections.ConfigDict, genotype: genotypes.Genotype,
+def run(config: ml_collections.ConfigDict, genotype: resolve.Architecture,
         workdir: str) -> dict[str, Any]:
     """Trains (or resumes) `genotype` in `workdir`; returns the result.json dict."""
     from jaxnas import data as data_lib
 
-    genotype = genotypes.validate(genotype)
-    genotype_json = genotypes.to_json(genotype)
+    if not isinstance(genotype, chain_space.ChainGenotype):
+        genotype = genotypes.validate(genotype)
+    genotype_json = resolve.to_json(genotype)
+    description = resolve.describe(genotype)
     workdir = wd.prepare_workdir(workdir)
     lead = jax.process_index() == 0
     saved = saved_meta(workdir)
@@ -221,6 +276,7 @@ def run(config: ml_collections.ConfigDict, genotype: genotypes.Genotype,
         check_resumable(config, genotype_json, saved)
     common.record_config(config, workdir, enabled=lead)
     data = load_data(config)
+    check_data(genotype, data)
     b = config.data.batch_size
     steps_per_epoch = len(data.train) // b
     if steps_per_epoch == 0:
@@ -255,7 +311,7 @@ def run(config: ml_collections.ConfigDict, genotype: genotypes.Genotype,
     # a resumed run would compile the step again instead of hitting the XLA cache.
     state = jax.device_put(state, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
     log.info("training %s: %d parameters (%d with the auxiliary head), %d steps of "
-             "batch %d (%d an epoch)", genotypes.to_str(genotype), num_params,
+             "batch %d (%d an epoch)", description, num_params,
              num_params_all, stop, b, steps_per_epoch)
 
     step_fn = jax.jit(tr.step, donate_argnums=0)
@@ -314,7 +370,7 @@ def run(config: ml_collections.ConfigDict, genotype: genotypes.Genotype,
         final = {**evaluate(), "epoch": step / steps_per_epoch}
     results = {
         "genotype": genotype_json,
-        "genotype_str": genotypes.to_str(genotype),
+        "genotype_str": description,
         "dataset": data.name,
         "num_params": num_params,
         "num_params_with_auxiliary": num_params_all,

@@ -116,7 +116,9 @@ class ChainSpace:
         return size
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """JSON-native fields (lists, not tuples), so a decoded copy compares equal."""
+        return {k: list(v) if isinstance(v, tuple) else v
+                for k, v in dataclasses.asdict(self).items()}
 
 
 def cifar_space(in_channels: int = 3) -> ChainSpace:
@@ -207,3 +209,34 @@ def genotype_from_json(obj: dict) -> tuple[ChainSpace, tuple[int, ...], int]:
         fields[name] = tuple(fields[name])
     space = ChainSpace(**fields)
     return space, check_path(space, obj["path"]), int(obj["num_classes"])
+
+
+class ChainGenotype(NamedTuple):
+    """A discrete chain-space architecture: the space, one choice per layer, classes."""
+
+    space: ChainSpace
+    path: tuple[int, ...]
+    num_classes: int
+
+    def to_json(self) -> dict:
+        return genotype_to_json(self.space, self.path, self.num_classes)
+
+    def describe(self) -> str:
+        """``mb_k3_e6 mb_k7_e3 ...`` (one block name per searchable layer)."""
+        return " ".join(path_names(self.path))
+
+
+def is_chain_json(obj) -> bool:
+    """Whether a decoded JSON object is (or wraps, under "genotype") a chain genotype."""
+    if isinstance(obj, dict) and isinstance(obj.get("genotype"), dict):
+        obj = obj["genotype"]
+    return isinstance(obj, dict) and obj.get("type") == "chain"
+
+
+def chain_genotype_from_json(obj: dict) -> ChainGenotype:
+    """`genotype_from_json` as a `ChainGenotype`; ValueError naming what is wrong."""
+    try:
+        return ChainGenotype(*genotype_from_json(obj))
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"malformed chain genotype ({type(e).__name__}: {e}); "
+                         "expected keys type, path, space, num_classes") from None
