@@ -9,6 +9,11 @@ Second order: add --config.darts.estimator=darts_fd (or darts_exact).
 C=16, 8 cells, batch 64, 50 epochs over 25,000 + 25,000 images (390 steps an epoch).
 Expected: the paper reports 2.76 +- 0.09 % test error for the retrained second-order
 cell (3.00 % first order); the search takes about a GPU-day in the paper's setting.
+
+Length and checkpoints: --config.num_steps=N stops after N steps (schedule unchanged);
+--config.checkpoint_every=K (default 500) saves every K steps, at the end and on
+SIGINT/SIGTERM; re-run the same command to resume. On several hosts see the README
+("Many devices and many hosts"); batch 64 splits over 1, 2, 4, 8, 16, 32 or 64 devices.
 """
 
 from experiments import darts_digits

@@ -8,6 +8,11 @@ A small supernet (C=8, 5 cells) on the 8x8 scikit-learn digits (1500 train image
 order DARTS for 10 epochs of batch 64 (110 steps). Measured on 2 shared CPU cores:
 5.4 min in all (about 2 min of it compiling; ~1 s a step), supernet validation
 accuracy 0.968 (BatchNorm running statistics), a genotype in DIR/genotype.json.
+
+Length and checkpoints: --config.num_steps=N stops after N steps (schedule of the full
+run unchanged; re-run with a larger N, or -1, to continue); --config.checkpoint_every=K
+saves every K steps (and at the end, and on SIGINT/SIGTERM), keeping the last
+--config.keep_checkpoints. Devices: --config.mesh.data (default -1: all of them).
 """
 
 import ml_collections
@@ -23,6 +28,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval_every = 0           # steps between validation passes; 0 = every epoch
     config.checkpoint_every = 50    # steps between checkpoints (and one at the end)
     config.keep_checkpoints = 3
+
+    # Device mesh (jaxnas.parallel): -1 = every device the other axes leave. Batches
+    # are split on `data`; data.batch_size must be a multiple of its size.
+    config.mesh = ml_collections.ConfigDict()
+    config.mesh.data = -1
 
     config.data = ml_collections.ConfigDict()
     config.data.dataset = "digits"

@@ -16,6 +16,11 @@ images/s), so 26,000 steps of batch 96 are out of reach there. FairNAS reports i
 ImageNet models, not CIFAR, so there is no published figure to match: expect the
 chosen path to beat the mean random path's supernet accuracy (random_fitness_mean in
 genotype.json) by a few points.
+
+Length and checkpoints: --config.num_steps=N stops the supernet training after N steps;
+--config.checkpoint_every=K (default 500) saves every K steps, at the end and on
+SIGINT/SIGTERM. A GPU/TPU job: e.g. --config.mesh.data=-1 --config.mesh.path=2 on 8
+devices (batch 96 splits over 4 data shards), or several hosts (README).
 """
 
 from experiments import fairnas_digits

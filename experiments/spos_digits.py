@@ -15,6 +15,11 @@ Measured on 2 shared CPU cores: 107 s in all (first step with compilation 17 s, 
 [2, 5, 2, 4, 5, 5] (k5e3 k7e6 k5e3 k7e3 k7e6 k7e6), 35,810 parameters, supernet
 fitness 0.861 against 0.803 for the mean random path (the initial population), test
 accuracy with inherited weights 0.882. Results in DIR/genotype.json, DIR/evolution.png.
+
+Length and checkpoints: --config.num_steps=N stops the supernet training after N steps
+(schedule unchanged; the evolution then runs on that supernet); --config.checkpoint_every=K
+saves every K steps, at the end of the training and on SIGINT/SIGTERM. Devices:
+--config.mesh.data (default -1: all), --config.mesh.pop (population members).
 """
 
 import ml_collections
@@ -30,6 +35,15 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval_every = 0           # steps between validation passes; 0 = every epoch
     config.checkpoint_every = 50    # steps between checkpoints (and one at the end)
     config.keep_checkpoints = 3
+
+    # Device mesh (jaxnas.parallel): -1 = every device the other axes leave. Batches
+    # are split on `data` (data.batch_size must be a multiple of its size; evaluation
+    # batches are padded up to one), FairNAS' 6 paths of a step on `path` (1, 2, 3
+    # or 6; FairNAS only), the evolution's population on `pop`.
+    config.mesh = ml_collections.ConfigDict()
+    config.mesh.data = -1
+    config.mesh.path = 1
+    config.mesh.pop = 1
 
     config.data = ml_collections.ConfigDict()
     config.data.dataset = "digits"

@@ -1,28 +1,83 @@
-"""Orbax checkpoints of a whole search state plus a JSON sidecar (data position, config)."""
+"""Orbax checkpoints of a whole search state plus a JSON sidecar (data position, config).
+
+A checkpoint is ``workdir/checkpoints/STEP/`` with two items: ``state`` (the state
+pytree, `ocp.args.StandardSave`) and ``meta`` (JSON: data-iterator positions, the
+config, and the SHA-256 of the state's bytes). Saves are asynchronous (orbax writes
+in background threads after copying the arrays to the host) and collective: with
+several processes every process calls `Checkpointer.save` and orbax coordinates the
+writes (the workdir must be on a filesystem every process sees).
+
+Integrity: orbax detects missing or truncated files but restores flipped bytes
+silently, so `restore` also compares the restored state's SHA-256 with the one
+recorded at save time. A checkpoint that fails either way is reported with a
+warning, moved aside to ``workdir/checkpoints.corrupt/STEP-N`` (so that the run can
+write that step again) and the previous checkpoint is used.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import shutil
+import time
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 log = logging.getLogger("jaxnas")
+
+DIGEST_KEY = "state_sha256"
+
+
+class CorruptCheckpointError(ValueError):
+    """A checkpoint's state does not match the digest recorded when it was saved."""
+
+
+class NoSoundCheckpointError(ValueError):
+    """Checkpoints exist but none can be restored; the message lists why."""
+
+
+def _host_leaf(x: Any) -> np.ndarray:
+    if isinstance(x, jax.Array):
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            x = jax.random.key_data(x)
+        if not x.is_fully_addressable:  # replicated over processes: the local copy
+            return np.asarray(x.addressable_data(0))
+    return np.asarray(x)
+
+
+def state_digest(state: Any) -> str:
+    """SHA-256 over every leaf's path, dtype, shape and bytes (typed PRNG keys by
+    their key data); the same on every process for a replicated state."""
+    digest = hashlib.sha256()
+    leaves, _ = jax.tree_util.tree_flatten_with_path(state)
+    for path, leaf in leaves:
+        leaf = np.ascontiguousarray(_host_leaf(leaf))
+        digest.update(f"{jax.tree_util.keystr(path)}|{leaf.dtype}|{leaf.shape}|"
+                      .encode())
+        digest.update(leaf.tobytes())
+    return digest.hexdigest()
 
 
 class Checkpointer:
     """Saves `(state pytree, JSON metadata)` every few steps under `workdir/checkpoints`.
 
-    Restoring takes an abstract target (the freshly initialised state) so that optax
-    states, typed PRNG keys and dtypes come back exactly. A latest checkpoint that
-    cannot be read is skipped with a warning and the previous one is used.
+    Restoring takes an abstract target (the freshly initialised state, with its
+    shardings) so that optax states, typed PRNG keys, dtypes and the placement come
+    back exactly. A latest checkpoint that cannot be read, or whose bytes differ
+    from those saved, is skipped with a warning and the previous one is used.
+    `save_seconds` holds the blocking time of each save (the device-to-host copy
+    and the digest; orbax writes the files in the background).
     """
 
     def __init__(self, workdir: str, *, max_to_keep: int = 3, enabled: bool = True):
-        self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+        self.workdir = os.path.abspath(workdir)
+        self.directory = os.path.join(self.workdir, "checkpoints")
         self.enabled = enabled
+        self.save_seconds: list[float] = []
         self._manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
@@ -31,30 +86,89 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
-    def save(self, step: int, state: Any, meta: dict[str, Any], *, force: bool = False) -> None:
-        if step in (self._manager.all_steps() or []):
-            return
+    def all_steps(self) -> list[int]:
+        return sorted(self._manager.all_steps())
+
+    def save(self, step: int, state: Any, meta: dict[str, Any], *, force: bool = False
+             ) -> bool:
+        """Starts saving `state` at `step` (returns False if that step exists)."""
+        if not self.enabled or step in (self._manager.all_steps() or []):
+            return False
+        t0 = time.perf_counter()
+        meta = {**meta, DIGEST_KEY: state_digest(state)}
         self._manager.save(
             step,
             args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                     meta=ocp.args.JsonSave(meta)),
             force=force,
         )
+        self.save_seconds.append(time.perf_counter() - t0)
+        return True
 
     def restore(self, target: Any) -> tuple[Any, dict[str, Any], int] | None:
-        """Returns (state, meta, step) of the newest readable checkpoint, or None."""
+        """Returns (state, meta, step) of the newest sound checkpoint, or None if
+        there is no checkpoint.
+
+        Unsound checkpoints newer than it are moved aside (see the module docstring).
+        When checkpoints exist but none restores, nothing is moved and
+        NoSoundCheckpointError is raised: that is more likely a systematic mismatch
+        (another version's state layout, a filesystem problem) than corruption, and
+        starting afresh silently would discard the run.
+        """
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+        bad = []
+        reasons = []
+        found = None
         for step in sorted(self._manager.all_steps(), reverse=True):
             try:
                 restored = self._manager.restore(
                     step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
                                                   meta=ocp.args.JsonRestore()))
+                meta = dict(restored["meta"])
+                expected = meta.get(DIGEST_KEY)
+                if expected is not None and state_digest(restored["state"]) != expected:
+                    raise CorruptCheckpointError(
+                        "the restored bytes differ from those saved (SHA-256 mismatch)")
             except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is skipped
-                log.warning("checkpoint at step %d is unreadable (%s: %s); trying an "
-                            "older one", step, type(e).__name__, str(e)[:200])
+                log.warning("checkpoint at step %d is corrupt or unreadable (%s: %s); "
+                            "falling back to an older one", step, type(e).__name__,
+                            str(e).splitlines()[0][:300] if str(e) else "")
+                bad.append(step)
+                reasons.append(f"step {step}: {type(e).__name__}: "
+                               f"{str(e).splitlines()[0][:200] if str(e) else ''}")
                 continue
-            return restored["state"], dict(restored["meta"]), step
-        return None
+            found = (restored["state"], meta, step)
+            break
+        if bad and found is None:
+            raise NoSoundCheckpointError(
+                f"none of the checkpoints in {self.directory} can be restored ("
+                + "; ".join(reasons) + "). Move that directory away to start the search "
+                "afresh, or use a new --workdir.")
+        if bad:
+            self._quarantine(bad)
+        return found
+
+    def _quarantine(self, steps: list[int]) -> None:
+        """Moves unsound step directories to ``workdir/checkpoints.corrupt/``."""
+        from jaxnas import parallel
+
+        self._manager.wait_until_finished()
+        if jax.process_index() == 0:
+            aside = os.path.join(self.workdir, "checkpoints.corrupt")
+            os.makedirs(aside, exist_ok=True)
+            for step in steps:
+                source = os.path.join(self.directory, str(step))
+                if not os.path.isdir(source):
+                    continue
+                n = 0
+                while os.path.exists(os.path.join(aside, f"{step}-{n}")):
+                    n += 1
+                target = os.path.join(aside, f"{step}-{n}")
+                shutil.move(source, target)
+                log.warning("moved the unsound checkpoint of step %d to %s", step,
+                            target)
+        parallel.sync("jaxnas-checkpoint-quarantine")
+        self._manager.reload()
 
     def wait(self) -> None:
         self._manager.wait_until_finished()

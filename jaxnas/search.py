@@ -100,6 +100,17 @@ ONESHOT_RULES = {
     "evolution.max_params": C.non_negative(int),
 }
 
+
+def _mesh_axis() -> C.Rule:
+    return C.Rule(lambda v: isinstance(v, int) and not isinstance(v, bool)
+                  and (v >= 1 or v == -1),
+                  "a positive integer, or -1 for every device the other axes leave")
+
+
+# Optional: a config without a `mesh` section puts every device on `data`.
+MESH_RULES = {"mesh.data": _mesh_axis(), "mesh.path": _mesh_axis(),
+              "mesh.pop": _mesh_axis()}
+
 METHOD_RULES = {
     "darts": DARTS_RULES,
     "spos": ONESHOT_RULES,
@@ -116,7 +127,22 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         raise C.ConfigError(f"config.method={method!r} is not allowed: expected one of "
                             f"{', '.join(repr(m) for m in METHODS)}")
     rules = {**COMMON_RULES, **METHOD_RULES[method]}
-    C.validate(config, rules, required=list(rules))
+    C.validate(config, {**rules, **MESH_RULES}, required=list(rules))
+    mesh = config.get("mesh")
+    if mesh is not None:
+        unknown = sorted(set(mesh.keys()) - {"data", "path", "pop"})
+        if unknown:
+            raise C.ConfigError(f"config.mesh has unknown axes {', '.join(unknown)}: "
+                                "expected data, path, pop")
+        if sum(1 for a in ("data", "path", "pop") if mesh.get(a, 1) == -1) > 1:
+            raise C.ConfigError(
+                "config.mesh: at most one of mesh.data, mesh.path, mesh.pop may be -1 "
+                f"(got {', '.join(f'mesh.{k}={v}' for k, v in mesh.items())})")
+    if method == "darts" and mesh is not None and (
+            mesh.get("path", 1) != 1 or mesh.get("pop", 1) != 1):
+        raise C.ConfigError(
+            f"config.mesh.path={mesh.get('path', 1)}, mesh.pop={mesh.get('pop', 1)} are "
+            "not allowed for DARTS (no paths or population to spread): expected 1")
     if method == "darts" and config.model.multiplier > config.model.steps:
         raise C.ConfigError(f"config.model.multiplier={config.model.multiplier} is not "
                             f"allowed: expected at most model.steps={config.model.steps}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -13,6 +14,8 @@ import ml_collections
 import numpy as np
 
 from jaxnas import checkpoint as ckpt_lib
+from jaxnas import config as config_lib
+from jaxnas import parallel
 from jaxnas import plots
 from jaxnas import workdir as wd
 from jaxnas.runners import common
@@ -42,14 +45,42 @@ def build(config: ml_collections.ConfigDict, num_classes: int, steps_per_epoch: 
     return model, strategy
 
 
+def step_function(strategy, mesh):
+    """The jitted DARTS step on `mesh`: state replicated, both batches split on
+    `data` (every estimator, second order included: GSPMD partitions the
+    Hessian-vector products like the rest)."""
+    batch = parallel.batch_sharding(mesh)
+    return common.jit_step(strategy.step, mesh, (batch, batch))
+
+
+def check_mesh(config: ml_collections.ConfigDict, mesh) -> None:
+    """ConfigError unless the batch splits over the mesh (before any compile)."""
+    if mesh.shape["path"] > 1 or mesh.shape["pop"] > 1:
+        raise config_lib.ConfigError(
+            f"config.mesh.path={mesh.shape['path']}, mesh.pop={mesh.shape['pop']}: "
+            "DARTS has no paths or population to spread; put every device on "
+            "mesh.data")
+    parallel.check_divisible(mesh, {"data.batch_size": (config.data.batch_size,
+                                                        "data")})
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Runs or resumes a DARTS search in `workdir`; returns the final results dict."""
+    mesh = parallel.make_mesh(config)
+    check_mesh(config, mesh)
     workdir = wd.prepare_workdir(workdir)
     lead = jax.process_index() == 0
     saved = ckpt_lib.latest_meta(workdir)
     if saved is not None:  # refuse a different search before touching anything
         common.check_resumable(config, saved)
     common.record_config(config, workdir, enabled=lead)
+    log.info("mesh: %s", parallel.describe(mesh))
+    with common.out_of_memory_report(config):
+        return _run(config, workdir, mesh, lead)
+
+
+def _run(config: ml_collections.ConfigDict, workdir: str, mesh, lead: bool
+         ) -> dict[str, Any]:
     data = common.load_data(config)
     b = config.data.batch_size
     steps_per_epoch = min(len(data.train), len(data.val)) // b
@@ -60,12 +91,19 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     stop = min(config.num_steps, total_steps) if config.num_steps > 0 else total_steps
 
     model, strategy = build(config, data.num_classes, steps_per_epoch)
-    key = jax.random.key(config.seed)
-    sample = jnp.zeros((b,) + data.image_shape, jnp.float32)
+    shape = (b,) + data.image_shape
     t0 = time.time()
-    state = jax.jit(strategy.init)(key, sample)
-    train_it = common.batches(data.train, data, config, seed=config.seed, augment=True)
-    val_it = common.batches(data.val, data, config, seed=config.seed + 1, augment=False)
+    state = common.init_state(
+        lambda: strategy.init(jax.random.key(config.seed), jnp.zeros(shape, jnp.float32)),
+        mesh)
+    batch_sharding = parallel.batch_sharding(mesh)
+    rows = parallel.process_rows(batch_sharding, (b,))
+    to_global = functools.partial(parallel.global_batch, sharding=batch_sharding,
+                                  global_shape_of=parallel.scale_axis(0, rows[1]))
+    train_it = common.batches(data.train, data, config, seed=config.seed, augment=True,
+                              rows=rows)
+    val_it = common.batches(data.val, data, config, seed=config.seed + 1, augment=False,
+                            rows=rows)
 
     checkpointer = ckpt_lib.Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
     metrics_log = wd.MetricsWriter(workdir, enabled=lead)
@@ -76,26 +114,30 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         common.check_resumable(config, meta)
         train_it.restore(meta["train_position"])
         val_it.restore(meta["val_position"])
-        metrics_log.truncate_after(start)
         log.info("resumed from the checkpoint at step %d", start)
-    # Fresh and restored states must look alike to jit (same committed placement), or
-    # a resumed run would compile the step again instead of hitting the XLA cache.
-    state = jax.device_put(state, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+    metrics_log.truncate_after(start)  # nothing logged after the state we continue
 
-    step_fn = jax.jit(strategy.step, donate_argnums=0)
-    eval_fn = jax.jit(strategy.evaluate)
+    step_fn = step_function(strategy, mesh)
+    eval_fn = jax.jit(strategy.evaluate,
+                      in_shardings=(parallel.replicated(mesh), batch_sharding),
+                      out_shardings=parallel.replicated(mesh))
 
     def meta() -> dict[str, Any]:
         return {"train_position": train_it.position(), "val_position": val_it.position(),
                 "config": config.to_dict()}
 
+    def save(step: int, *, force: bool = False) -> None:
+        common.check_state_finite(step, state)
+        checkpointer.save(step, state, meta(), force=force)
+
     def evaluate() -> dict[str, float]:
-        out = common.evaluate(eval_fn, state, data.val, data, b)
+        out = common.evaluate(eval_fn, state, data.val, data, b, mesh=mesh)
         return {f"val_{k}": v for k, v in out.items()}
 
     def arch_record() -> dict[str, Any]:
         return jax.tree.map(lambda a: np.round(np.asarray(a), 6),
-                            jax.device_get(darts_lib.arch_weights(state.alphas)))
+                            jax.device_get(darts_lib.arch_weights(
+                                parallel.host(state.alphas))))
 
     progress = wd.Progress(stop, initial=start, desc=f"darts/{config.darts.estimator}",
                            enabled=lead, log_every=config.log_every)
@@ -105,10 +147,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     step = start
     try:
         while step < stop:
-            train_batch, val_batch = next(train_it), next(val_it)
+            train_batch, val_batch = to_global(next(train_it)), to_global(next(val_it))
             state, metrics = step_fn(state, train_batch, val_batch)
             step += 1
-            metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+            metrics = common.host_metrics(metrics)
             if compiled_at is None:
                 compiled_at = time.time() - t0
                 log.info("first step (compilation included) took %.1f s", compiled_at)
@@ -122,28 +164,38 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             if step % config.log_every == 0 or record:
                 metrics_log.write(step, {**metrics, **record})
             if step % config.checkpoint_every == 0 or step == stop:
-                checkpointer.save(step, state, meta())
-            if stopper.requested:
-                checkpointer.save(step, state, meta(), force=True)
+                save(step)
+            if stopper.check():
+                save(step, force=True)
                 checkpointer.wait()
-                log.warning("stopped by signal at step %d; checkpoint saved, re-run the "
-                            "same command to resume", step)
-                raise KeyboardInterrupt
+                raise stopper.stop(step)
     finally:
         progress.close()
         stopper.restore()
         checkpointer.close()
+    saves = checkpointer.save_seconds
+    if saves:
+        log.info("checkpoints: %d saves, %.3f s blocking each on average", len(saves),
+                 float(np.mean(saves)))
 
-    genotype = strategy.derive(state)
+    alphas = parallel.host(state.alphas)
+    genotype = strategy.derive(state.replace(alphas=alphas))
     weights = arch_record()
     results = {
         "method": "darts",
         "estimator": config.darts.estimator,
         "genotype": genotypes.to_json(genotype),
         "genotype_str": genotypes.to_str(genotype),
-        "arch": jax.tree.map(lambda a: np.asarray(a).tolist(), jax.device_get(state.alphas)),
+        "arch": jax.tree.map(lambda a: np.asarray(a).tolist(), alphas),
         "arch_weights": weights,
         "steps": step,
+        "mesh": dict(mesh.shape),
+        "processes": jax.process_count(),
+        "timing": {"first_step_s": (None if compiled_at is None
+                                    else round(compiled_at, 2)),
+                   "checkpoint_saves": len(saves),
+                   "checkpoint_save_s": (round(float(np.mean(saves)), 4)
+                                         if saves else None)},
         "final": {k: v for k, v in (metrics_log.read()[-1] if lead and metrics_log.read()
                                     else {}).items() if k.startswith("val_")},
     }

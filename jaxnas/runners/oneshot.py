@@ -6,7 +6,7 @@ import hashlib
 import logging
 import os
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +15,7 @@ import numpy as np
 
 from jaxnas import checkpoint as ckpt_lib
 from jaxnas import config as config_lib
+from jaxnas import parallel
 from jaxnas import plots
 from jaxnas import workdir as wd
 from jaxnas.runners import common
@@ -91,21 +92,27 @@ def build(config: ml_collections.ConfigDict, num_classes: int, in_channels: int,
     return space, model, strategy
 
 
-def stack_eval(split, batch_size: int, mean, std) -> dict[str, np.ndarray]:
-    """A whole split as padded batches: image [B, N, H, W, C], label, mask [B, N]."""
+def stack_eval(split, batch_size: int, mean, std, rows: tuple[int, int] = (0, 1)
+               ) -> dict[str, np.ndarray]:
+    """A whole split as padded batches: image [B, N, H, W, C], label, mask [B, N]
+    (with ``rows = (index, count)`` only that slice of each batch's N rows)."""
     from jaxnas import data as data_lib
 
-    batches = list(data_lib.eval_batches(split, batch_size, mean, std))
+    batches = list(data_lib.eval_batches(split, batch_size, mean, std,
+                                         process_index=rows[0], process_count=rows[1]))
     return {k: np.stack([b[k] for b in batches]) for k in ("image", "label", "mask")}
 
 
-def calibration_images(data, config: ml_collections.ConfigDict) -> np.ndarray:
-    """float32[K, N, H, W, C]: the fixed, unaugmented recalibration batches."""
+def calibration_images(data, config: ml_collections.ConfigDict,
+                       rows: tuple[int, int] = (0, 1)) -> np.ndarray:
+    """float32[K, N, H, W, C]: the fixed, unaugmented recalibration batches (with
+    ``rows = (index, count)`` only that slice of each batch's N rows)."""
     from jaxnas import data as data_lib
 
     it = data_lib.BatchIterator(data.train.images, data.train.labels,
                                 batch_size=config.data.batch_size, mean=data.mean,
-                                std=data.std, seed=config.seed + 2, augment=None)
+                                std=data.std, seed=config.seed + 2, augment=None,
+                                process_index=rows[0], process_count=rows[1])
     return np.stack([next(it)["image"] for _ in range(config.oneshot.calib_batches)])
 
 
@@ -127,12 +134,149 @@ def weights_checksum(tree: Any) -> str:
     return digest.hexdigest()
 
 
+def check_mesh(config: ml_collections.ConfigDict, mesh) -> None:
+    """ConfigError unless the batches split over the mesh (before any compile)."""
+    sizes = {"data.batch_size": (config.data.batch_size, "data")}
+    if mesh.shape["path"] > 1:
+        if config.method != "fairnas":
+            raise config_lib.ConfigError(
+                f"config.mesh.path={mesh.shape['path']} is not allowed for "
+                f"method={config.method!r}: only FairNAS trains several paths a step")
+        if space_lib.NUM_CHOICES % mesh.shape["path"]:
+            raise config_lib.ConfigError(
+                f"config.mesh.path={mesh.shape['path']} does not divide the "
+                f"{space_lib.NUM_CHOICES} strictly fair paths of a FairNAS step: use "
+                "1, 2, 3 or 6")
+        sizes["fairnas paths a step"] = (space_lib.NUM_CHOICES, "path")
+    parallel.check_divisible(mesh, sizes)
+
+
+class StepFunction(NamedTuple):
+    """The jitted supernet step on a mesh and how to feed it."""
+
+    step: Any                 # jitted (state, batch) -> (state, metrics)
+    sharding: Any             # the batch's NamedSharding
+    prefix: tuple[int, ...]   # leading axes before the batch axis ((m,) per path)
+    batch_size: int           # the global batch
+    rows: tuple[int, int]     # (index, count): this process's rows of each batch
+
+    def feed(self, local: dict[str, np.ndarray]) -> dict[str, Any]:
+        """Global arrays from this process's rows (and all of the leading axes)."""
+        k = len(self.prefix)
+        block = parallel.local_block(self.sharding, self.prefix + (self.batch_size,))[:k]
+
+        def global_shape(x: np.ndarray) -> tuple[int, ...]:
+            return self.prefix + (self.batch_size,) + tuple(np.shape(x)[k + 1:])
+
+        return parallel.global_batch({key: np.asarray(v)[block] for key, v in
+                                      local.items()}, self.sharding, global_shape)
+
+
+def step_function(strategy, mesh, *, fair: bool, per_path: bool, batch_size: int
+                  ) -> StepFunction:
+    """The jitted SPOS/FairNAS step on `mesh` (state replicated).
+
+    Batches are split on ``data``. FairNAS with ``mesh.path > 1`` also spreads its
+    m paths over ``path``: per-path batches [m, N, ...] are split on both axes; a
+    shared batch is split on ``data`` and broadcast to the m paths inside the step
+    (the same arithmetic as sharing it: each path sees the identical batch), so
+    that the paths' vmapped gradients land on different devices.
+    """
+    m = space_lib.NUM_CHOICES
+    spread = fair and mesh.shape["path"] > 1
+    prepare = None
+    if per_path:
+        sharding, prefix = parallel.batch_sharding(mesh, leading=("path",)), (m,)
+    else:
+        sharding, prefix = parallel.batch_sharding(mesh), ()
+        if spread:
+            inside = parallel.constrain(parallel.batch_sharding(mesh, leading=("path",)))
+
+            def prepare(batch):
+                return (inside(jax.tree.map(
+                    lambda x: jnp.broadcast_to(x[None], (m,) + x.shape), batch)),)
+    rows = parallel.process_rows(sharding, prefix + (batch_size,), axis=len(prefix))
+    step = common.jit_step(strategy.step, mesh, (sharding,), prepare=prepare)
+    return StepFunction(step, sharding, prefix, batch_size, rows)
+
+
+class PopulationFunctions(NamedTuple):
+    """Population evaluation on a mesh: members on ``pop``, images on ``data``."""
+
+    accuracy: Any        # jitted (variables, paths[P, L], calib, val) -> float32[P]
+    evolve: Any          # jitted (variables, calib, val) -> EvolutionResult
+    calib_sharding: Any  # [K, N, H, W, C]: N on data
+    eval_sharding: Any   # [B, N, ...]: N on data
+
+
+def population_functions(model, space, num_classes: int,
+                         settings: oneshot_lib.EvolutionSettings, mesh,
+                         search_key) -> PopulationFunctions:
+    """`population_accuracy` and the evolution over the supernet, jitted on `mesh`.
+
+    The population's paths are constrained to the ``pop`` axis inside the jitted
+    functions (every fitness call of the evolution included); the calibration and
+    validation images are inputs split on ``data``. The evolution is
+    `strategy.derive` (supernet fitness, then `oneshot.search`) with that
+    constraint, keyed by ``search_key()`` (made inside, from the seed).
+    """
+    rep = parallel.replicated(mesh)
+    on_pop = parallel.constrain(parallel.axis_sharding(mesh, "pop"))
+    stacked = parallel.batch_sharding(mesh, leading=(None,))
+
+    def accuracy(variables, paths, calib, val):
+        return oneshot_lib.population_accuracy(model, variables, on_pop(paths), calib,
+                                               val)
+
+    def evolve(variables, calib, val):
+        fitness = oneshot_lib.supernet_fitness(model, variables, calib, val)
+        result = oneshot_lib.search(lambda paths: fitness(on_pop(paths)), space,
+                                    num_classes, settings, search_key())
+        return result._replace(state=None)  # the final ring buffer is not reported
+
+    return PopulationFunctions(
+        accuracy=jax.jit(accuracy, in_shardings=(rep, rep, stacked, stacked),
+                         out_shardings=rep),
+        evolve=jax.jit(evolve, in_shardings=(rep, stacked, stacked), out_shardings=rep),
+        calib_sharding=stacked, eval_sharding=stacked)
+
+
+def eval_batch_size(config: ml_collections.ConfigDict, mesh) -> int:
+    """``oneshot.eval_batch_size`` rounded up to a multiple of the ``data`` axis
+    (evaluation batches are padded and masked, so this changes no result)."""
+    n = mesh.shape["data"]
+    ev = config.oneshot.eval_batch_size
+    rounded = -(-ev // n) * n
+    if rounded != ev:
+        log.info("evaluating in batches of %d (config.oneshot.eval_batch_size=%d "
+                 "rounded up to a multiple of mesh.data=%d)", rounded, ev, n)
+    return rounded
+
+
+def _stacked(local: dict[str, np.ndarray] | np.ndarray, sharding, count: int):
+    """[B, n, ...] local rows -> global [B, n * count, ...] split on data."""
+    return parallel.global_batch(local, sharding, parallel.scale_axis(1, count))
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Runs or resumes a SPOS / FairNAS search in `workdir`; returns the results."""
     evolution_settings(config)  # cross-key checks before any data or compile
+    mesh = parallel.make_mesh(config)
+    check_mesh(config, mesh)
     workdir = wd.prepare_workdir(workdir)
     lead = jax.process_index() == 0
+    saved = ckpt_lib.latest_meta(workdir)
+    if saved is not None:  # refuse a different search before touching anything
+        common.check_resumable(config, saved)
     common.record_config(config, workdir, enabled=lead)
+    log.info("mesh: %s", parallel.describe(mesh))
+    with common.out_of_memory_report(config, ("data.batch_size",
+                                              "oneshot.eval_batch_size")):
+        return _run(config, workdir, mesh, lead)
+
+
+def _run(config: ml_collections.ConfigDict, workdir: str, mesh, lead: bool
+         ) -> dict[str, Any]:
     data = common.load_data(config)
     b = config.data.batch_size
     fair = config.method == "fairnas"
@@ -147,12 +291,17 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
     space, model, strategy = build(config, data.num_classes, data.image_shape[-1],
                                    total_steps)
-    key = jax.random.key(config.seed)
-    k_init, k_eval, k_search = jax.random.split(key, 3)
-    sample = jnp.zeros((b,) + data.image_shape, jnp.float32)
+
+    def keys():  # k_init, k_eval, k_search, as before: made inside jitted code
+        return jax.random.split(jax.random.key(config.seed), 3)
+
+    shape = (b,) + data.image_shape
     t0 = time.time()
-    state = jax.jit(strategy.init)(k_init, sample)
-    train_it = common.batches(data.train, data, config, seed=config.seed, augment=True)
+    state = common.init_state(
+        lambda: strategy.init(keys()[0], jnp.zeros(shape, jnp.float32)), mesh)
+    stepper = step_function(strategy, mesh, fair=fair, per_path=per_path, batch_size=b)
+    train_it = common.batches(data.train, data, config, seed=config.seed, augment=True,
+                              rows=stepper.rows)
 
     checkpointer = ckpt_lib.Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
     metrics_log = wd.MetricsWriter(workdir, enabled=lead)
@@ -162,39 +311,45 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         state, meta, start = restored
         common.check_resumable(config, meta)
         train_it.restore(meta["train_position"])
-        metrics_log.truncate_after(start)
         log.info("resumed from the checkpoint at step %d", start)
-    # Fresh and restored states must look alike to jit (same committed placement), or
-    # a resumed run would compile the step again instead of hitting the XLA cache.
-    state = jax.device_put(state, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+    metrics_log.truncate_after(start)  # nothing logged after the state we continue
 
-    calib = jnp.asarray(calibration_images(data, config))
-    ev = config.oneshot.eval_batch_size
+    settings = evolution_settings(config)
+    population = population_functions(model, space, data.num_classes, settings, mesh,
+                                      lambda: keys()[2])
+    ev = eval_batch_size(config, mesh)
+    calib_rows = parallel.process_rows(population.calib_sharding,
+                                       (config.oneshot.calib_batches, b), axis=1)
+    eval_rows = parallel.process_rows(population.eval_sharding, (1, ev), axis=1)
+    calib = _stacked(calibration_images(data, config, calib_rows),
+                     population.calib_sharding, calib_rows[1])
     val_split = _subset(data.val, config.oneshot.val_examples)
-    val = jax.tree.map(jnp.asarray, stack_eval(val_split, ev, data.mean, data.std))
-    eval_paths = jax.random.randint(
-        k_eval, (config.oneshot.eval_paths, space.num_layers), 0,
-        space_lib.NUM_CHOICES, jnp.int32)
-    step_fn = jax.jit(strategy.step, donate_argnums=0)
-    accuracy_fn = jax.jit(lambda variables, paths, calib, val:
-                          oneshot_lib.population_accuracy(model, variables, paths,
-                                                          calib, val))
+    val = _stacked(stack_eval(val_split, ev, data.mean, data.std, eval_rows),
+                   population.eval_sharding, eval_rows[1])
+    eval_paths = parallel.put(
+        np.asarray(jax.random.randint(jax.random.split(jax.random.key(config.seed), 3)[1],
+                                      (config.oneshot.eval_paths, space.num_layers), 0,
+                                      space_lib.NUM_CHOICES, jnp.int32)),
+        parallel.replicated(mesh))
 
-    def next_batch() -> dict[str, np.ndarray]:
+    def next_batch() -> dict[str, Any]:
         if not per_path:
-            return next(train_it)
+            return stepper.feed(next(train_it))
         parts = [next(train_it) for _ in range(batches_per_step)]
-        return {k: np.stack([p[k] for p in parts]) for k in parts[0]}
+        return stepper.feed({k: np.stack([p[k] for p in parts]) for k in parts[0]})
 
     def meta() -> dict[str, Any]:
         return {"train_position": train_it.position(), "config": config.to_dict()}
+
+    def save(step: int, *, force: bool = False) -> None:
+        common.check_state_finite(step, state)
+        checkpointer.save(step, state, meta(), force=force)
 
     def variables() -> dict[str, Any]:
         return {"params": state.params, "batch_stats": state.batch_stats}
 
     def evaluate() -> dict[str, Any]:
-        acc = np.asarray(jax.device_get(accuracy_fn(variables(), eval_paths, calib,
-                                                    val)))
+        acc = parallel.host(population.accuracy(variables(), eval_paths, calib, val))
         return {"val_accuracy": float(acc.mean()), "val_accuracy_max": float(acc.max()),
                 "val_accuracy_min": float(acc.min())}
 
@@ -209,9 +364,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         while step < stop:
             batch = next_batch()
             t_step = time.time()
-            state, metrics = step_fn(state, batch)
+            state, metrics = stepper.step(state, batch)
             step += 1
-            metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+            metrics = common.host_metrics(metrics)
             if compiled_at is None:
                 compiled_at = time.time() - t0
                 log.info("first step (compilation included) took %.1f s", compiled_at)
@@ -227,27 +382,34 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             if step % config.log_every == 0 or record:
                 metrics_log.write(step, {**metrics, **record})
             if step % config.checkpoint_every == 0 or step == stop:
-                checkpointer.save(step, state, meta())
-            if stopper.requested:
-                checkpointer.save(step, state, meta(), force=True)
+                save(step)
+            if stopper.check():
+                save(step, force=True)
                 checkpointer.wait()
-                log.warning("stopped by signal at step %d; checkpoint saved, re-run "
-                            "the same command to resume", step)
-                raise KeyboardInterrupt
+                raise stopper.stop(step)
     finally:
         progress.close()
         stopper.restore()
         checkpointer.close()
+    saves = checkpointer.save_seconds
+    if saves:
+        log.info("checkpoints: %d saves, %.3f s blocking each on average", len(saves),
+                 float(np.mean(saves)))
 
-    settings = evolution_settings(config)
+    # The evolution is one jitted program, deterministic given the trained supernet
+    # (the final checkpoint) and the seed: an interruption here re-runs it from that
+    # checkpoint on the next invocation, to the identical result.
     t_search = time.time()
-    result = jax.device_get(strategy.derive(state, calib, val, k_search))
+    result = parallel.host(population.evolve(variables(), calib, val))
     search_seconds = time.time() - t_search
     path = [int(c) for c in result.best_arch]
     history = np.asarray(result.history.fitness, np.float64)
-    test = jax.tree.map(jnp.asarray, stack_eval(data.test, ev, data.mean, data.std))
-    test_acc = float(accuracy_fn(variables(), jnp.asarray([path], jnp.int32), calib,
-                                 test)[0])
+    test_rows = eval_rows
+    test = _stacked(stack_eval(data.test, ev, data.mean, data.std, test_rows),
+                    population.eval_sharding, test_rows[1])
+    test_acc = float(parallel.host(population.accuracy(
+        variables(), parallel.put(np.asarray([path], np.int32),
+                                  parallel.replicated(mesh)), calib, test))[0])
     curve = oneshot_lib.round_stats(history, settings)
     initial = history[:min(settings.population_size, len(history))]
     initial = initial[np.isfinite(initial)]
@@ -263,14 +425,19 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         "search": {"method": settings.method, "evaluations": int(len(history)),
                    "seconds": round(search_seconds, 2), **settings._asdict()},
         "evolution": curve,
-        "training_counts": np.asarray(jax.device_get(state.counts)).tolist(),
+        "training_counts": np.asarray(parallel.host(state.counts)).tolist(),
         "steps": step,
-        "weights_sha256": weights_checksum(variables()),
+        "weights_sha256": weights_checksum(parallel.host(variables())),
+        "mesh": dict(mesh.shape),
+        "processes": jax.process_count(),
         "timing": {"first_step_s": (None if compiled_at is None
                                     else round(compiled_at, 2)),
                    "median_step_s": (round(float(np.median(step_times)), 4)
                                      if step_times else None),
-                   "search_s": round(search_seconds, 2)},
+                   "search_s": round(search_seconds, 2),
+                   "checkpoint_saves": len(saves),
+                   "checkpoint_save_s": (round(float(np.mean(saves)), 4)
+                                         if saves else None)},
     }
     if lead:
         wd.write_json(os.path.join(workdir, "genotype.json"), results)
