@@ -1,1 +1,4 @@
-"""Benchmarks of jaxnas: step throughput, compile time, memory (run as modules)."""
+"""Benchmarks of jaxnas: step throughput, compile time, memory and FLOPs.
+
+Run as `jaxnas bench ...` or `python -m benchmarks ...` (`benchmarks.runner`).
+"""

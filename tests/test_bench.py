@@ -1,0 +1,175 @@
+"""`jaxnas bench` / `python -m benchmarks`: tiny smoke runs of every suite.
+
+Checks that each suite runs through the command line and writes JSON records with every
+field and the contract names; no timing assertions.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from benchmarks import runner
+from jaxnas import cli
+
+TINY_DARTS = ["--channels", "2", "--layers", "1", "--nodes", "2", "--image", "8",
+              "--batch", "2", "--repeats", "1"]
+TINY_CHAIN = ["--space", "digits", "--batch", "2", "--repeats", "1",
+              "--population-sizes", "1,2"]
+# Fields beyond runner.FIELDS that a measured record has.
+MEASURED = ("cpu_step_s", "min_step_s", "times_s", "lower_s", "xla_live_bytes",
+            "hlo_while_loops", "rss_peak_compile_bytes", "loadavg_1m")
+
+
+def _bench(command: list[str], tmp_path, *extra: str) -> tuple[list[dict], str]:
+    """Runs the bench command in a subprocess; returns its JSON records and stdout."""
+    out = tmp_path / "bench.jsonl"
+    proc = subprocess.run([sys.executable, "-m", *command, *extra, "--json", str(out)],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return [json.loads(line) for line in out.read_text().splitlines()], proc.stdout
+
+
+def _check(records: list[dict], names: list[str], stdout: str) -> None:
+    assert [r["name"] for r in records] == names
+    for r in records:
+        assert "error" not in r, r.get("error")
+        for key in runner.FIELDS + MEASURED:
+            assert key in r, (r["name"], key)
+            assert r[key] is not None or key in ("loadavg_1m",), (r["name"], key)
+        assert r["step_s"] > 0 and r["compile_s"] > 0 and r["peak_bytes"] > 0
+        assert r["flops"] > 0 and r["flops_per_s"] > 0
+        assert isinstance(r["config"], dict) and r["config"]["repeats"] == 1
+        if r["name"].startswith("evolution/"):
+            assert r["paths_per_s"] > 0
+            assert r["config"]["population"] == int(r["name"].rsplit("=", 1)[1])
+            assert r["config"]["calib_batches"] == r["config"]["val_batches"] == 2
+        assert r["images_per_s"] > 0
+        assert r["name"] in stdout
+
+
+def test_record_names_are_the_contract():
+    args = runner.parse(["--suite", "all"])
+    assert runner.record_names(args) == [
+        "darts/weight_step",
+        "darts/arch_step/first_order", "darts/iteration/first_order",
+        "darts/arch_step/darts_fd", "darts/iteration/darts_fd",
+        "darts/arch_step/darts_exact", "darts/iteration/darts_exact",
+        "darts/arch_step/amended", "darts/iteration/amended",
+        "darts/arch_step/implicit_cg", "darts/iteration/implicit_cg",
+        "oneshot/spos_step", "oneshot/fairnas_step",
+        "evolution/population_eval/P=1", "evolution/population_eval/P=8",
+        "evolution/population_eval/P=64"]
+    args = runner.parse(["--estimators", "darts_exact", "--only", "darts/iteration"])
+    assert runner.record_names(args) == ["darts/iteration/darts_exact"]
+    args = runner.parse(["--suite", "formulations", "--variants", "fused"])
+    assert runner.record_names(args) == ["supernet/fwd_bwd/fused"]
+
+
+@pytest.mark.parametrize("flags", [["--estimators", "first_order,nope"],
+                                   ["--population-sizes", "0"], ["--suite", "nope"],
+                                   ["--variants", "scan,unrolled"], ["--batch", "0"]])
+def test_bad_flags_exit_with_status_2(flags, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["bench", *flags])
+    assert e.value.code == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_darts_suite_smoke(tmp_path):
+    """Weight step, first-order iteration and exact second-order architecture step."""
+    names = ["darts/weight_step", "darts/iteration/first_order",
+             "darts/arch_step/darts_exact"]
+    records, stdout = _bench(["jaxnas", "bench"], tmp_path, *TINY_DARTS, "--estimators",
+                             "first_order,darts_exact", "--only", ",".join(names))
+    _check(records, names, stdout)
+    by_name = {r["name"]: r for r in records}
+    assert by_name["darts/arch_step/darts_exact"]["config"]["estimator"] == "darts_exact"
+    assert by_name["darts/weight_step"]["config"]["channels"] == 2
+
+
+@pytest.mark.slow
+def test_darts_suite_smoke_every_record(tmp_path):
+    records, stdout = _bench(["benchmarks"], tmp_path, *TINY_DARTS)
+    _check(records, runner.record_names(runner.parse([])), stdout)
+
+
+def test_oneshot_and_evolution_suites_smoke(tmp_path):
+    records, stdout = _bench(["benchmarks"], tmp_path, "--suite", "all", "--only",
+                             "oneshot,evolution", *TINY_CHAIN)
+    _check(records, ["oneshot/spos_step", "oneshot/fairnas_step",
+                     "evolution/population_eval/P=1", "evolution/population_eval/P=2"],
+           stdout)
+    fair = records[1]
+    assert fair["config"]["paths_per_step"] == 6
+    assert fair["path_images_per_s"] == pytest.approx(6 * fair["images_per_s"], rel=1e-3)
+
+
+@pytest.mark.slow
+def test_oneshot_and_evolution_sharded_over_two_devices(tmp_path):
+    records, stdout = _bench(["benchmarks"], tmp_path, "--suite", "all", "--only",
+                             "oneshot/spos,evolution", *TINY_CHAIN, "--devices", "2")
+    _check(records, ["oneshot/spos_step", "evolution/population_eval/P=1",
+                     "evolution/population_eval/P=2"], stdout)
+    assert all(r["num_devices"] == 2 for r in records)
+
+
+def test_formulations_suite_smoke(tmp_path, capsys):
+    """`jaxnas bench --suite formulations` (the mixed-op comparison) in this process."""
+    out = tmp_path / "bench.jsonl"
+    code = cli.main(["bench", "--suite", "formulations", "--variants", "scan",
+                     *TINY_DARTS, "--json", str(out)])
+    assert code == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    _check(records, ["supernet/fwd_bwd/scan"], capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("estimator", [
+    "first_order",
+    *[pytest.param(e, marks=pytest.mark.slow)
+      for e in ("darts_fd", "darts_exact", "amended", "implicit_cg")]])
+def test_parts_compose_to_the_strategy_step(estimator):
+    """`benchmarks.darts.parts` (arch step, then weight step) is the strategy's step,
+    bit for bit (run op by op, without jit, so no fusion changes the rounding)."""
+    from types import SimpleNamespace
+
+    from benchmarks import common
+    from benchmarks import darts as bench_darts
+
+    args = SimpleNamespace(channels=2, num_classes=10, layers=1, nodes=2,
+                           mixed_op="scan", impl="auto")
+    model = bench_darts.build_model(args)
+    train = common.synthetic_batch(0, 2, 8, 3, 10)
+    val = common.synthetic_batch(1, 2, 8, 3, 10)
+    strategy = bench_darts.strategy(model, estimator)
+    state = strategy.init(jax.random.key(0), train["image"])
+    want, _ = strategy.step(state, train, val)
+    arch_step, weight_step = bench_darts.parts(model, estimator)
+    got, metrics = weight_step(arch_step(state, train, val), train)
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert not np.allclose(np.asarray(want.alphas["normal"]),
+                           np.asarray(state.alphas["normal"]))
+    assert jnp.isfinite(metrics["train_loss"])
+
+
+def test_a_failing_call_keeps_the_compile_time_and_says_why():
+    """A step that fails when run (say, out of memory) still gives its compile time."""
+    from benchmarks.measure import measure_step
+
+    def fail(x):
+        raise RuntimeError("no memory left")
+
+    def fn(x):
+        return jax.pure_callback(fail, jax.ShapeDtypeStruct((), jnp.float32), x)
+
+    record = measure_step(fn, (jnp.float32(1.0),), repeats=1)
+    assert record["error"] and record["step_s"] is None and record["compile_s"] > 0
+    assert record["xla_live_bytes"] is not None
