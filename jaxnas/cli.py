@@ -36,6 +36,22 @@ def _build_parser() -> argparse.ArgumentParser:
         "DIR/config.json, DIR/metrics.jsonl, DIR/checkpoints/, DIR/genotype.json and plots.")
     search.add_argument("--config", required=True, help="path to a config file")
     search.add_argument("--workdir", required=True, help="run directory")
+    dist = search.add_argument_group(
+        "multi-process (multi-host) runs",
+        "Start one process per host (or per GPU) with the same command; they form one "
+        "jax.distributed job whose mesh spans every device. Only process 0 writes logs, "
+        "plots and genotype.json; checkpoints are written collectively, so the workdir "
+        "must be on a filesystem all hosts share. The flags default to the environment "
+        "variables JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID.")
+    dist.add_argument("--coordinator", metavar="HOST:PORT", default=None,
+                      help="address of process 0's coordinator service")
+    dist.add_argument("--num-processes", type=int, default=None, metavar="N",
+                      help="number of processes in the job")
+    dist.add_argument("--process-id", type=int, default=None, metavar="I",
+                      help="this process's index, 0 .. N-1")
+    dist.add_argument("--distributed", action="store_true",
+                      help="initialise jax.distributed, detecting the cluster (TPU pod "
+                      "slices, SLURM, Open MPI) for any value not given")
 
     train = sub.add_parser("train", help="retrain a discrete architecture from scratch")
     train.add_argument("--genotype", required=True,
@@ -60,8 +76,9 @@ def _build_parser() -> argparse.ArgumentParser:
                          help="TFDS data_dir (default: $JAXNAS_DATA_DIR or "
                          "~/.cache/jaxnas/tensorflow_datasets)")
 
-    sub.add_parser("bench", help="supernet forward+backward benchmarks: compile time, "
-                   "images/s, FLOPs, memory (see 'jaxnas bench --help')", add_help=False)
+    sub.add_parser("bench", help="step benchmarks (DARTS, SPOS/FairNAS, population "
+                   "evaluation): images/s, compile time, memory, FLOP/s (see 'jaxnas bench "
+                   "--help')", add_help=False)
     return parser
 
 
@@ -82,9 +99,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError:
         pass
     if argv and argv[0] == "bench":
-        from benchmarks import supernet
+        from benchmarks import runner
 
-        return supernet.main(argv[1:])
+        return runner.main(argv[1:])
     try:
         rest, overrides = config_lib.split_config_args(argv)
     except config_lib.ConfigError as e:
@@ -97,9 +114,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "search":
             config = _load(args.config, overrides)
-            from jaxnas import search
+            from jaxnas import parallel, search
 
             search.validate_config(config)
+            parallel.initialize_distributed(parallel.distributed_settings(
+                coordinator=args.coordinator, num_processes=args.num_processes,
+                process_id=args.process_id, auto=args.distributed))
+            _quiet_unless_lead()
             search.run(config, args.workdir)
         elif args.command == "train":
             config = _load(args.config, overrides)
@@ -127,10 +148,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (config_lib.ConfigError, ValueError, FileNotFoundError) as e:
         print(f"jaxnas {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except (FloatingPointError, RuntimeError) as e:
+        from jaxnas.runners import common
+
+        if not isinstance(e, (common.NonFiniteError, common.DeviceOutOfMemoryError)):
+            raise
+        print(f"jaxnas {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as e:
         print("jaxnas: interrupted", file=sys.stderr)
-        return 130
+        return 128 + int(getattr(e, "signum", 2))  # 130 for SIGINT, 143 for SIGTERM
     return 0
+
+
+def _quiet_unless_lead() -> None:
+    """In a multi-process run only process 0 reports progress at INFO."""
+    import jax
+
+    if jax.process_index() != 0:
+        logging.getLogger("jaxnas").setLevel(logging.WARNING)
 
 
 if __name__ == "__main__":
