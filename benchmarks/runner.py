@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"comma list of hypergradient estimators ({DEFAULT_ESTIMATORS})")
     g.add_argument("--mixed-op", default="scan", choices=("scan", "fused", "loop"),
                    help="mixed-op formulation of the supernet (scan, its default)")
-    g.add_argument("--impl", default="auto", choices=("auto", "taps", "lax"),
+    g.add_argument("--impl", default="auto", choices=("auto", "slices", "taps", "lax"),
                    help="depthwise convolution form (auto: taps on CPU, lax elsewhere)")
     g.add_argument("--variants", default="scan,fused,loop",
                    help="formulations suite: mixed-op forms to compare")

@@ -42,7 +42,7 @@ DARTS_RULES = {
     "model.multiplier": C.positive(int),
     "model.stem_multiplier": C.positive(int),
     "model.mixed_op": C.choice("fused", "loop"),
-    "model.impl": C.choice("auto", "taps", "lax"),
+    "model.impl": C.choice("auto", "slices", "taps", "lax"),
     "darts.estimator": C.choice("first_order", "darts_fd", "darts_exact", "amended",
                                 "implicit_cg", "implicit_neumann"),
     "darts.unroll_momentum": C.Rule(lambda v: isinstance(v, bool), "true or false"),

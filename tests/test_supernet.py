@@ -44,7 +44,7 @@ def _loop_params_from_fused(fp, g, stride):
 
 
 @pytest.mark.parametrize("stride", [1, 2])
-@pytest.mark.parametrize("impl", ["taps", "lax"])
+@pytest.mark.parametrize("impl", ["slices", "taps", "lax"])
 def test_fused_group_equals_reference_ops(stride, impl):
     """Every edge of a fused group computes sum_k w_k op_k(x) with the reference ops."""
     g = 3
@@ -216,3 +216,66 @@ def test_bad_mixed_op_and_primitives_rejected():
     with pytest.raises(ValueError, match="use mixed_op='loop'"):
         sn.DartsSupernet(primitives=("none", "skip_connect")).init(
             jax.random.key(0), X, sn.uniform_arch(primitives=("none", "skip_connect")))
+
+
+def _depthwise_cases(x64):
+    """(name, f(x, kernels) under "slices", the same under "taps") for every depthwise kernel."""
+    dt = jnp.float64 if x64 else jnp.float32
+    key = jax.random.key(7)
+    x = jax.random.normal(key, (N, 9, 9, C), dt)  # odd size: strided windows at the border
+    specs = [(3, 1), (5, 1), (3, 2), (5, 2)]
+    ks = tuple(jax.random.normal(jax.random.fold_in(key, i), (2, k * k, C), dt)
+               for i, (k, _) in enumerate(specs))
+    cases = []
+    for stride in (1, 2):
+        cases.append((f"multi_s{stride}", x, ks,
+                      lambda x, ks, impl, s=stride: kernels.multi_depthwise(x, ks, specs, s, impl)))
+    xs = jax.random.normal(jax.random.fold_in(key, 9), (2, N, 9, 9, C), dt)
+    for k, d in [(3, 1), (5, 1), (3, 2)]:
+        kk = ks[specs.index((k, d))]
+        cases.append((f"stacked_k{k}_d{d}", xs, kk,
+                      lambda x, kk, impl, k=k, d=d: kernels.stacked_depthwise(x, kk, k, d, impl)))
+    for stride in (1, 2):  # the generic kernel, also strided
+        cases.append((f"depthwise_s{stride}", xs, ks[1],
+                      lambda x, kk, impl, s=stride: kernels.depthwise_slices(x, kk, 5, 1, s)
+                      if impl == "slices" else _lax_stacked(x, kk, 5, 1, s)))
+    return cases
+
+
+def _lax_stacked(x, kk, k, d, stride):
+    """Per-slice grouped convolution (an independent reference for the strided kernel)."""
+    outs = []
+    for i in range(x.shape[0]):
+        outs.append(kernels.multi_depthwise(x[i], (kk[i:i + 1],), [(k, d)], stride, "lax")[0, 0])
+    return jnp.stack(outs)
+
+
+@pytest.mark.parametrize("case", range(7))
+def test_slices_kernels_value_and_gradient_equal_autodiff_of_reference(case):
+    """The hand-written VJP of the "slices" kernels equals autodiff of another formulation
+    (float64, so the tolerance is tight), in value, gradient, and second order: a
+    Hessian-vector product (jvp of grad, as `darts_exact` does) and grad of grad."""
+    with jax.enable_x64(True):
+        name, x, ks, f = _depthwise_cases(True)[case]
+        ref_impl = "lax" if name.startswith("depthwise") else "taps"
+        ct = jax.random.normal(jax.random.key(3), jax.eval_shape(
+            lambda: f(x, ks, ref_impl)).shape, jnp.float64)
+
+        def loss(impl):
+            return lambda x, ks: jnp.sum(jnp.tanh(f(x, ks, impl)) * ct)
+
+        a, b = loss("slices"), loss(ref_impl)
+        np.testing.assert_allclose(a(x, ks), b(x, ks), rtol=1e-10)
+        ga, gb = jax.grad(a, (0, 1))(x, ks), jax.grad(b, (0, 1))(x, ks)
+        for u, v in zip(jax.tree.leaves(ga), jax.tree.leaves(gb)):
+            np.testing.assert_allclose(u, v, rtol=1e-9, atol=1e-11)
+        tx = jax.random.normal(jax.random.key(4), x.shape, jnp.float64)
+        tk = jax.tree.map(lambda k: jnp.cos(k), ks)
+        hva = jax.jvp(jax.grad(a, (0, 1)), (x, ks), (tx, tk))[1]
+        hvb = jax.jvp(jax.grad(b, (0, 1)), (x, ks), (tx, tk))[1]
+        for u, v in zip(jax.tree.leaves(hva), jax.tree.leaves(hvb)):
+            np.testing.assert_allclose(u, v, rtol=1e-8, atol=1e-10)
+        gga = jax.grad(lambda ks: jnp.sum(jnp.sin(jax.grad(a)(x, ks))))(ks)
+        ggb = jax.grad(lambda ks: jnp.sum(jnp.sin(jax.grad(b)(x, ks))))(ks)
+        for u, v in zip(jax.tree.leaves(gga), jax.tree.leaves(ggb)):
+            np.testing.assert_allclose(u, v, rtol=1e-8, atol=1e-10)
