@@ -97,9 +97,18 @@ def _tap_correlation(xp: jax.Array, gy: jax.Array, taps: Taps, pad: int,
 
 
 def _transposed_tap_sum(gy: jax.Array, kern: jax.Array, taps: Taps, pad: int,
-                        in_hw: tuple[int, int]) -> jax.Array:
-    """d(conv)/d(x) of a stride-1 conv: the slice sum of padded gy with mirrored taps."""
-    gp = _pad_hw(gy, pad)
+                        in_hw: tuple[int, int], stride: int = 1) -> jax.Array:
+    """d(conv)/d(x): the slice sum of gy, dilated by `stride` and padded, with mirrored taps.
+
+    Forward y[i] = sum_t x[i*s + d_t] k_t, so dx[j] = sum_t gyd[j - d_t] k_t where gyd
+    is gy with s-1 zeros between its entries (interior padding).
+    """
+    (h, w), (ho, wo) = in_hw, gy.shape[-3:-1]
+    s = stride
+    cfg = ([(0, 0, 0)] * (gy.ndim - 3)
+           + [(pad, h - 1 + pad - (ho - 1) * s, s - 1), (pad, w - 1 + pad - (wo - 1) * s, s - 1),
+              (0, 0, 0)])
+    gp = jax.lax.pad(gy, jnp.zeros((), gy.dtype), cfg)
     return _tap_sum(gp, kern, tuple((-dy, -dx) for dy, dx in taps), pad, in_hw, 1)
 
 
@@ -124,12 +133,7 @@ def _depthwise_slices_bwd(k, dilation, stride, res, gy):
     x, kern = res
     p, taps = (k // 2) * dilation, conv_taps(k, dilation)
     dkern = _tap_correlation(_pad_hw(x, p), gy, taps, p, stride)
-    if stride == 1:
-        dx = _transposed_tap_sum(gy, kern, taps, p, x.shape[-3:-1])
-    else:  # strided: autodiff of the forward slice sum (rare: reduction cells only)
-        out_hw = gy.shape[-3:-1]
-        _, vjp = jax.vjp(lambda v: _tap_sum(_pad_hw(v, p), kern, taps, p, out_hw, stride), x)
-        dx, = vjp(gy)
+    dx = _transposed_tap_sum(gy, kern, taps, p, x.shape[-3:-1], stride)
     return dx, dkern
 
 
@@ -152,34 +156,36 @@ def _separately(branches: Sequence, init: jax.Array) -> jax.Array:
     return out
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _multi_depthwise_s1(x: jax.Array, kernels: tuple, specs: tuple) -> jax.Array:
-    return _multi_depthwise_s1_fwd(x, kernels, specs)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _multi_depthwise_slices(x: jax.Array, kernels: tuple, specs: tuple,
+                            stride: int) -> jax.Array:
+    return _multi_depthwise_slices_fwd(x, kernels, specs, stride)[0]
 
 
-def _multi_depthwise_s1_fwd(x, kernels, specs):
+def _multi_depthwise_slices_fwd(x, kernels, specs, stride):
+    out_hw = _out_hw(x.shape[1], x.shape[2], stride)
     outs = []
     for kern, (k, d) in zip(kernels, specs):
         p = (k // 2) * d
-        outs.append(_tap_sum(_pad_hw(x, p)[None], kern, conv_taps(k, d), p, x.shape[1:3], 1))
+        outs.append(_tap_sum(_pad_hw(x, p)[None], kern, conv_taps(k, d), p, out_hw, stride))
     return jnp.stack(outs, axis=1), (x, kernels)
 
 
-def _multi_depthwise_s1_bwd(specs, res, gy):
+def _multi_depthwise_slices_bwd(specs, stride, res, gy):
     x, kernels = res
     n, h, w, c = x.shape
     dkernels, branches = [], []
     for o, (kern, (k, d)) in enumerate(zip(kernels, specs)):
         p, taps = (k // 2) * d, conv_taps(k, d)
-        dkernels.append(_tap_correlation(_pad_hw(x, p)[None], gy[:, o], taps, p, 1))
+        dkernels.append(_tap_correlation(_pad_hw(x, p)[None], gy[:, o], taps, p, stride))
         for g in range(kern.shape[0]):
             branches.append(lambda g=g, o=o, kern=kern, p=p, taps=taps:
-                            _transposed_tap_sum(gy[g, o], kern[g], taps, p, (h, w)))
+                            _transposed_tap_sum(gy[g, o], kern[g], taps, p, (h, w), stride))
     dx = _separately(branches, jnp.zeros_like(x))
     return dx, tuple(dkernels)
 
 
-_multi_depthwise_s1.defvjp(_multi_depthwise_s1_fwd, _multi_depthwise_s1_bwd)
+_multi_depthwise_slices.defvjp(_multi_depthwise_slices_fwd, _multi_depthwise_slices_bwd)
 
 
 def multi_depthwise(x: jax.Array, kernels: Sequence[jax.Array],
@@ -198,10 +204,8 @@ def multi_depthwise(x: jax.Array, kernels: Sequence[jax.Array],
     impl = resolve_impl(impl)
     n, h, w, c = x.shape
     out_hw = _out_hw(h, w, stride)
-    if impl == "slices" and stride == 1:
-        return _multi_depthwise_s1(x, tuple(kernels), tuple(map(tuple, specs)))
-    # "slices" at stride 2 uses the tap gather below: measured faster there (44 ms vs
-    # 57 ms for the four first-layer convs of 4 edges), and reduction cells are few.
+    if impl == "slices":
+        return _multi_depthwise_slices(x, tuple(kernels), tuple(map(tuple, specs)), stride)
     if impl == "lax":
         outs = []
         for kern, (k, d) in zip(kernels, specs):
