@@ -19,6 +19,8 @@ although an iteration also reads a validation batch of the same size.
 
 from __future__ import annotations
 
+import functools
+
 from typing import Any, Callable
 
 import jax
@@ -77,10 +79,13 @@ def parts(model: DartsSupernet, estimator: str, s: dict = SETTINGS
                                       grad_clip=s["grad_clip"])
     a_tx = darts_lib.arch_optimizer(s["a_lr"], s["a_b1"], s["a_b2"], s["a_weight_decay"])
 
+    # the strategy's nested jit (traced once, transformed many times)
+    apply_train = jax.jit(functools.partial(model.apply, train=True,
+                                            mutable=["batch_stats"]))
+
     def forward(params, batch_stats, alphas, images):
-        return model.apply({"params": params, "batch_stats": batch_stats}, images,
-                           darts_lib.arch_weights(alphas), train=True,
-                           mutable=["batch_stats"])
+        return apply_train({"params": params, "batch_stats": batch_stats}, images,
+                           darts_lib.arch_weights(alphas))
 
     def hypergradient(state, train_batch, val_batch, lr):
         def loss(params, alphas, batch):

@@ -14,33 +14,18 @@ digits after every epoch, in DIR/result.json.
 
 import ml_collections
 
+from experiments import train_digits
+
 
 def get_config() -> ml_collections.ConfigDict:
-    config = ml_collections.ConfigDict()
-    config.seed = 0
+    """train_digits.py's loop, data and cadence; the chain model and SPOS/FairNAS optim."""
+    config = train_digits.get_config()
     config.epochs = 15
-    config.num_steps = -1           # > 0: stop after this many steps (same schedule)
-    config.log_every = 10           # steps between metrics.jsonl records
-    config.eval_every = 1           # epochs between test passes; 0 = only at the end
-    config.checkpoint_every = 100   # steps between checkpoints (and one at the end)
-    config.keep_checkpoints = 3
-
-    config.data = ml_collections.ConfigDict()
-    config.data.dataset = "digits"
-    config.data.data_dir = ""       # "" = $JAXNAS_DATA_DIR or ~/.cache/jaxnas/...
-    config.data.batch_size = 64
-    config.data.eval_batch_size = 0  # 0 = data.batch_size
-    config.data.crop_padding = 1
-    config.data.flip = False        # a mirrored digit is another symbol
     config.data.cutout = 0
 
     config.model = ml_collections.ConfigDict()
     config.model.bn_momentum = 0.9  # flax convention: new = m * old + (1 - m) * batch
 
-    config.optim = ml_collections.ConfigDict()
     config.optim.lr = 0.1
-    config.optim.lr_min = 0.0       # cosine annealing per epoch, to lr_min
-    config.optim.momentum = 0.9
     config.optim.weight_decay = 4e-5
-    config.optim.grad_clip = 5.0
     return config

@@ -42,9 +42,14 @@ def _configure_orbax() -> None:
     """Registers jaxnas' jax.Array handler with orbax once per process."""
     global _ORBAX_CONFIGURED
     if not _ORBAX_CONFIGURED:
+        # Keep the default handler's array-metadata store: it records each typed PRNG
+        # key's implementation, without which an "rbg" key restores as a threefry key
+        # of the wrong shape (tests/test_train.py, interrupted-and-resumed training).
+        default = ocp.type_handlers.get_type_handler(jax.Array)
         ocp.type_handlers.register_type_handler(
             jax.Array, ocp.type_handlers.ArrayHandler(
-                min_slice_bytes_for_replica_parallel=REPLICA_PARALLEL_MIN_BYTES),
+                min_slice_bytes_for_replica_parallel=REPLICA_PARALLEL_MIN_BYTES,
+                array_metadata_store=getattr(default, "_array_metadata_store", None)),
             override=True)
         _ORBAX_CONFIGURED = True
 

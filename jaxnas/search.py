@@ -81,7 +81,7 @@ ONESHOT_RULES = {
     "model.head_channels": C.positive(int),
     "model.stem_stride": C.choice(1, 2),
     "model.dispatch": C.choice("gather", "switch"),
-    "model.impl": C.choice("auto", "taps", "toeplitz", "lax"),
+    "model.impl": C.choice("auto", "slices", "taps", "toeplitz", "lax"),
     "model.bn_momentum": C.in_range(0.0, 1.0, hi_open=True),
     "optim.lr": C.positive(),
     "optim.lr_min": C.non_negative(),

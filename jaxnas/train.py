@@ -11,28 +11,16 @@ from typing import Any
 import ml_collections
 
 from jaxnas import config as C
-from jaxnas.search import DATASETS_HINT
+from jaxnas.search import COMMON_RULES as SEARCH_COMMON_RULES
 
 _BOOL = C.Rule(lambda v: isinstance(v, bool), "true or false")
 
 # Keys every retraining config has; any other key is refused (a search config given
 # to `train` by mistake fails here, naming its first foreign keys).
 COMMON_RULES: dict[str, C.Rule] = {
-    "seed": C.non_negative(int),
-    "epochs": C.positive(int),
-    "num_steps": C.integer_or_minus_one(),
-    "log_every": C.positive(int),
-    "eval_every": C.non_negative(int),
-    "checkpoint_every": C.positive(int),
-    "keep_checkpoints": C.positive(int),
-    "data.dataset": C.Rule(lambda v: isinstance(v, str) and v != "", DATASETS_HINT),
-    "data.data_dir": C.Rule(lambda v: isinstance(v, str), "a directory path, or '' for "
-                            "the default cache"),
-    "data.batch_size": C.positive(int),
+    # the search's loop, data and cadence keys, less the bilevel split of the data
+    **{k: v for k, v in SEARCH_COMMON_RULES.items() if k != "data.split_fraction"},
     "data.eval_batch_size": C.non_negative(int),
-    "data.crop_padding": C.non_negative(int),
-    "data.flip": _BOOL,
-    "data.cutout": C.non_negative(int),
     "optim.lr": C.positive(),
     "optim.lr_min": C.non_negative(),
     "optim.momentum": C.in_range(0.0, 1.0, hi_open=True),

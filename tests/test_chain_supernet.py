@@ -77,9 +77,17 @@ def test_depthwise_implementations_agree():
         w = jax.random.normal(jax.random.key(k), (k * k, 5))
         for stride in (1, 2):
             ref = sn.depthwise(x, w, k, stride, "lax")
-            for impl in ("taps", "toeplitz"):
+            for impl in ("slices", "taps", "toeplitz"):
                 np.testing.assert_allclose(sn.depthwise(x, w, k, stride, impl), ref,
                                            rtol=1e-5, atol=1e-5)
+            # the hand-written VJP of "slices" against autodiff of the grouped conv
+            ct = jnp.cos(ref)
+            ga = jax.grad(lambda x, w: jnp.sum(sn.depthwise(x, w, k, stride, "slices") * ct),
+                          (0, 1))(x, w)
+            gb = jax.grad(lambda x, w: jnp.sum(sn.depthwise(x, w, k, stride, "lax") * ct),
+                          (0, 1))(x, w)
+            for a, b in zip(ga, gb):
+                np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
 def test_padded_supernet_equals_switch_and_the_discrete_network(supernet):

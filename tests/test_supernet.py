@@ -279,3 +279,27 @@ def test_slices_kernels_value_and_gradient_equal_autodiff_of_reference(case):
         ggb = jax.grad(lambda ks: jnp.sum(jnp.sin(jax.grad(b)(x, ks))))(ks)
         for u, v in zip(jax.tree.leaves(gga), jax.tree.leaves(ggb)):
             np.testing.assert_allclose(u, v, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_max_pool_slices_equals_reduce_window_up_to_second_order(stride):
+    """The slice-max pool's hand-written VJP routes the gradient like XLA's
+    select-and-scatter (first maximum in window order), also with ties, and stays
+    differentiable (jvp of grad)."""
+    from jaxnas.spaces import ops as ops_lib
+    with jax.enable_x64(True):
+        x = jax.random.normal(jax.random.key(0), (2, 2, 7, 7, 3), jnp.float64)
+        x = x.at[0, 0, 2:5, 2:5, 0].set(1.5)  # a plateau: ties inside windows
+        ct = jax.random.normal(jax.random.key(1), (2, 2) + (7 // stride + (7 % stride > 0),) * 2
+                               + (3,), jnp.float64)
+        ref = jax.vmap(jax.vmap(lambda v: ops_lib.max_pool_3x3(v[None], stride)[0]))
+
+        def loss(f):
+            return lambda x: jnp.sum(jnp.tanh(f(x)) * ct)
+
+        a, b = loss(lambda v: kernels.max_pool_3x3(v, stride)), loss(ref)
+        np.testing.assert_allclose(a(x), b(x), rtol=1e-12)
+        np.testing.assert_allclose(jax.grad(a)(x), jax.grad(b)(x), rtol=1e-10, atol=1e-12)
+        t = jnp.cos(x)
+        np.testing.assert_allclose(jax.jvp(jax.grad(a), (x,), (t,))[1],
+                                   jax.jvp(jax.grad(b), (x,), (t,))[1], rtol=1e-9, atol=1e-11)

@@ -4,6 +4,7 @@ out-of-memory reports, sharded steps and batches."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -285,3 +286,68 @@ def host_metrics(metrics: Any) -> dict[str, float]:
     from jaxnas import parallel
 
     return {k: float(v) for k, v in parallel.host(metrics).items()}
+
+
+@dataclasses.dataclass
+class LoopResult:
+    """What the step loop reports: the last step, the first step's wall time
+    (compilation included), the wall times of the later steps, the blocking time of
+    each checkpoint save."""
+
+    step: int
+    first_step_s: float | None
+    step_times: list[float]
+    save_seconds: list[float]
+
+
+def step_loop(*, start: int, stop: int, run_step: Callable[[], Mapping[str, float]],
+              eval_due: Callable[[int], bool], evaluate: Callable[[int], dict],
+              save: Callable[..., None], checkpointer: Any, config: ml_collections.ConfigDict,
+              metrics_log: Any, desc: str, lead: bool, t0: float) -> LoopResult:
+    """The loop every runner shares: steps `start`..`stop` with progress, a finite check
+    of each step's metrics, evaluation when `eval_due(step)`, `metrics.jsonl` records
+    every `config.log_every` steps (and with every evaluation), checkpoints every
+    `config.checkpoint_every` steps and at the end, and on SIGINT/SIGTERM (on any
+    process) a checkpoint and `Interrupted`.
+
+    run_step: one step; returns its metrics as host floats (with train_loss and
+      train_accuracy). evaluate(step): the fields to add to that step's record.
+      save(step, force=False): checkpoint the current state.
+    """
+    import time
+
+    progress = wd.Progress(stop, initial=start, desc=desc, enabled=lead,
+                           log_every=config.log_every)
+    stopper = GracefulStop()
+    first_step_s, step_times = None, []
+    step = start
+    try:
+        while step < stop:
+            t_step = time.time()
+            metrics = run_step()
+            step += 1
+            if first_step_s is None:
+                first_step_s = time.time() - t0
+                log.info("first step (compilation included) took %.1f s", first_step_s)
+            else:
+                step_times.append(time.time() - t_step)
+            check_finite(step, metrics)
+            progress.update(1, {k: metrics[k] for k in ("train_loss", "train_accuracy")})
+            record = evaluate(step) if eval_due(step) else {}
+            if step % config.log_every == 0 or record:
+                metrics_log.write(step, {**metrics, **record})
+            if step % config.checkpoint_every == 0 or step == stop:
+                save(step)
+            if stopper.check():
+                save(step, force=True)
+                checkpointer.wait()
+                raise stopper.stop(step)
+    finally:
+        progress.close()
+        stopper.restore()
+        checkpointer.close()
+    saves = list(checkpointer.save_seconds)
+    if saves:
+        log.info("checkpoints: %d saves, %.3f s blocking each on average", len(saves),
+                 sum(saves) / len(saves))
+    return LoopResult(step, first_step_s, step_times, saves)

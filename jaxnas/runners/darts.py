@@ -139,44 +139,22 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh, lead: bool
                             jax.device_get(darts_lib.arch_weights(
                                 parallel.host(state.alphas))))
 
-    progress = wd.Progress(stop, initial=start, desc=f"darts/{config.darts.estimator}",
-                           enabled=lead, log_every=config.log_every)
-    stopper = common.GracefulStop()
+    def run_step() -> dict[str, float]:
+        nonlocal state
+        train_batch, val_batch = to_global(next(train_it)), to_global(next(val_it))
+        state, metrics = step_fn(state, train_batch, val_batch)
+        return common.host_metrics(metrics)
+
+    def eval_record(step: int) -> dict[str, Any]:
+        return {**evaluate(), "arch_weights": arch_record(), "epoch": step / steps_per_epoch}
+
     eval_every = config.eval_every or steps_per_epoch
-    compiled_at = None
-    step = start
-    try:
-        while step < stop:
-            train_batch, val_batch = to_global(next(train_it)), to_global(next(val_it))
-            state, metrics = step_fn(state, train_batch, val_batch)
-            step += 1
-            metrics = common.host_metrics(metrics)
-            if compiled_at is None:
-                compiled_at = time.time() - t0
-                log.info("first step (compilation included) took %.1f s", compiled_at)
-            common.check_finite(step, metrics)
-            progress.update(1, {k: metrics[k] for k in ("train_loss", "train_accuracy")})
-            record = {}
-            if step % eval_every == 0 or step == stop:
-                record.update(evaluate())
-                record["arch_weights"] = arch_record()
-                record["epoch"] = step / steps_per_epoch
-            if step % config.log_every == 0 or record:
-                metrics_log.write(step, {**metrics, **record})
-            if step % config.checkpoint_every == 0 or step == stop:
-                save(step)
-            if stopper.check():
-                save(step, force=True)
-                checkpointer.wait()
-                raise stopper.stop(step)
-    finally:
-        progress.close()
-        stopper.restore()
-        checkpointer.close()
-    saves = checkpointer.save_seconds
-    if saves:
-        log.info("checkpoints: %d saves, %.3f s blocking each on average", len(saves),
-                 float(np.mean(saves)))
+    loop = common.step_loop(
+        start=start, stop=stop, run_step=run_step,
+        eval_due=lambda step: step % eval_every == 0 or step == stop,
+        evaluate=eval_record, save=save, checkpointer=checkpointer, config=config,
+        metrics_log=metrics_log, desc=f"darts/{config.darts.estimator}", lead=lead, t0=t0)
+    step, compiled_at, saves = loop.step, loop.first_step_s, loop.save_seconds
 
     alphas = parallel.host(state.alphas)
     genotype = strategy.derive(state.replace(alphas=alphas))

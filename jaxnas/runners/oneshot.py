@@ -353,48 +353,23 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh, lead: bool
         return {"val_accuracy": float(acc.mean()), "val_accuracy_max": float(acc.max()),
                 "val_accuracy_min": float(acc.min())}
 
-    progress = wd.Progress(stop, initial=start, desc=config.method, enabled=lead,
-                           log_every=config.log_every)
-    stopper = common.GracefulStop()
+    def run_step() -> dict[str, float]:
+        nonlocal state
+        state, metrics = stepper.step(state, next_batch())
+        return common.host_metrics(metrics)
+
+    def eval_record(step: int) -> dict[str, Any]:
+        return {**evaluate(), "epoch": step / steps_per_epoch}
+
     eval_every = config.eval_every or steps_per_epoch
-    compiled_at = None
-    step = start
-    step_times = []
-    try:
-        while step < stop:
-            batch = next_batch()
-            t_step = time.time()
-            state, metrics = stepper.step(state, batch)
-            step += 1
-            metrics = common.host_metrics(metrics)
-            if compiled_at is None:
-                compiled_at = time.time() - t0
-                log.info("first step (compilation included) took %.1f s", compiled_at)
-            else:
-                step_times.append(time.time() - t_step)
-            common.check_finite(step, metrics)
-            progress.update(1, {k: metrics[k]
-                                for k in ("train_loss", "train_accuracy")})
-            record = {}
-            if config.oneshot.eval_paths and (step % eval_every == 0 or step == stop):
-                record.update(evaluate())
-                record["epoch"] = step / steps_per_epoch
-            if step % config.log_every == 0 or record:
-                metrics_log.write(step, {**metrics, **record})
-            if step % config.checkpoint_every == 0 or step == stop:
-                save(step)
-            if stopper.check():
-                save(step, force=True)
-                checkpointer.wait()
-                raise stopper.stop(step)
-    finally:
-        progress.close()
-        stopper.restore()
-        checkpointer.close()
-    saves = checkpointer.save_seconds
-    if saves:
-        log.info("checkpoints: %d saves, %.3f s blocking each on average", len(saves),
-                 float(np.mean(saves)))
+    loop = common.step_loop(
+        start=start, stop=stop, run_step=run_step,
+        eval_due=lambda step: bool(config.oneshot.eval_paths) and (
+            step % eval_every == 0 or step == stop),
+        evaluate=eval_record, save=save, checkpointer=checkpointer, config=config,
+        metrics_log=metrics_log, desc=config.method, lead=lead, t0=t0)
+    step, compiled_at = loop.step, loop.first_step_s
+    step_times, saves = loop.step_times, loop.save_seconds
 
     # The evolution is one jitted program, deterministic given the trained supernet
     # (the final checkpoint) and the seed: an interruption here re-runs it from that

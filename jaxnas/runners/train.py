@@ -326,45 +326,30 @@ def run(config: ml_collections.ConfigDict, genotype: resolve.Architecture,
         out = common.evaluate(eval_fn, state, data.test, data, eval_b)
         return {f"test_{k}": v for k, v in out.items()}
 
-    progress = wd.Progress(stop, initial=start, desc="train", enabled=lead,
-                           log_every=config.log_every)
-    stopper = common.GracefulStop()
-    compiled_at = None
     final = None
-    step = start
-    try:
-        while step < stop:
-            state, metrics = step_fn(state, next(train_it))
-            step += 1
-            metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-            if compiled_at is None:
-                compiled_at = time.time() - t0
-                log.info("first step (compilation included) took %.1f s", compiled_at)
-            common.check_finite(step, metrics)
-            progress.update(1, {k: metrics[k] for k in ("train_loss",
-                                                        "train_accuracy")})
-            record = {}
-            if (eval_every and step % eval_every == 0) or step == stop:
-                record.update(evaluate())
-                record["epoch"] = step / steps_per_epoch
-                if step == stop:
-                    final = record
-                log.info("step %d (epoch %.2f): test accuracy %.4f", step,
-                         record["epoch"], record["test_accuracy"])
-            if step % config.log_every == 0 or record:
-                metrics_log.write(step, {**metrics, **record})
-            if step % config.checkpoint_every == 0 or step == stop:
-                checkpointer.save(step, state, meta())
-            if stopper.requested:
-                checkpointer.save(step, state, meta(), force=True)
-                checkpointer.wait()
-                log.warning("stopped by signal at step %d; checkpoint saved, re-run "
-                            "the same command to resume", step)
-                raise KeyboardInterrupt
-    finally:
-        progress.close()
-        stopper.restore()
-        checkpointer.close()
+
+    def run_step() -> dict[str, float]:
+        nonlocal state
+        state, metrics = step_fn(state, next(train_it))
+        return {k: float(v) for k, v in jax.device_get(metrics).items()}
+
+    def eval_record(step: int) -> dict[str, Any]:
+        nonlocal final
+        record = {**evaluate(), "epoch": step / steps_per_epoch}
+        if step == stop:
+            final = record
+        log.info("step %d (epoch %.2f): test accuracy %.4f", step, record["epoch"],
+                 record["test_accuracy"])
+        return record
+
+    def save(step: int, *, force: bool = False) -> None:
+        checkpointer.save(step, state, meta(), force=force)
+
+    step = common.step_loop(
+        start=start, stop=stop, run_step=run_step,
+        eval_due=lambda step: bool(eval_every and step % eval_every == 0) or step == stop,
+        evaluate=eval_record, save=save, checkpointer=checkpointer, config=config,
+        metrics_log=metrics_log, desc="train", lead=lead, t0=t0).step
 
     if final is None:  # resumed a finished run: the same weights give the same figures
         final = {**evaluate(), "epoch": step / steps_per_epoch}

@@ -105,7 +105,7 @@ def batch_norm(x: Array, scale: Array, bias: Array, mean: Array, var: Array, *,
     return y, new_mean, new_var
 
 
-IMPLS = ("auto", "taps", "toeplitz", "lax")
+IMPLS = ("auto", "slices", "taps", "toeplitz", "lax")
 TOEPLITZ_MAX_PIXELS = 64  # "auto" uses the Toeplitz form up to 8x8 feature maps
 
 
@@ -139,7 +139,7 @@ def toeplitz_source(h: int, w: int, kernel: int, stride: int) -> np.ndarray:
 
 def resolve_impl(impl: str, h: int, w: int) -> str:
     """'auto' -> 'lax' off the CPU; on the CPU 'toeplitz' for maps of at most
-    `TOEPLITZ_MAX_PIXELS` pixels, else 'taps'."""
+    `TOEPLITZ_MAX_PIXELS` pixels, else 'slices'."""
     if impl not in IMPLS:
         raise ValueError(f"depthwise implementation {impl!r}: expected one of "
                          f"{', '.join(IMPLS)}")
@@ -147,7 +147,7 @@ def resolve_impl(impl: str, h: int, w: int) -> str:
         return impl
     if kernels.resolve_impl("auto") == "lax":
         return "lax"
-    return "toeplitz" if h * w <= TOEPLITZ_MAX_PIXELS else "taps"
+    return "toeplitz" if h * w <= TOEPLITZ_MAX_PIXELS else "slices"
 
 
 def depthwise(x: Array, weight: Array, kernel: int, stride: int,
@@ -156,8 +156,9 @@ def depthwise(x: Array, weight: Array, kernel: int, stride: int,
 
     Args:
       x: float[N, H, W, C]; weight: float[kernel * kernel, C] (taps row-major).
-      impl: "taps" (sum of shifted slices: fast forward on the CPU, slow weight
-        gradient for large kernels), "toeplitz" (batched matmuls with a constant
+      impl: "slices" (sum of shifted slices with a hand-written VJP,
+        `kernels.depthwise_slices`), "taps" (the same sum differentiated by autodiff:
+        slow weight gradient for large kernels), "toeplitz" (batched matmuls with a constant
         tap-placement tensor, `toeplitz_taps`: about 10x faster forward+backward
         than taps for a 7x7 kernel on an 8x8 map, quadratic in the map size),
         "lax" (grouped convolution: the GPU/TPU path) or "auto" (`resolve_impl`).
@@ -179,6 +180,8 @@ def depthwise(x: Array, weight: Array, kernel: int, stride: int,
         matrix = jnp.einsum("pqt,tc->cpq", taps, weight)
         y = jnp.einsum("nqc,cpq->npc", x.reshape(n, h * w, c), matrix)
         return y.reshape(n, ho, wo, c)
+    if impl == "slices":
+        return kernels.depthwise_slices(x, weight, kernel, 1, stride)
     xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
     out = None
     for t in range(kernel * kernel):

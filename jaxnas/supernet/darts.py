@@ -130,7 +130,9 @@ class FusedEdgeGroup(nn.Module):
         terms = []
         # Pooling and identity do not depend on the edge: compute once, weight per edge.
         if "max_pool_3x3" in col:
-            mp = StackedBatchNorm(name="max_pool_bn")(ops_lib.max_pool_3x3(x, s)[None], train)
+            pool = (kernels.max_pool_3x3 if kernels.resolve_impl(self.impl) == "slices"
+                    else ops_lib.max_pool_3x3)
+            mp = StackedBatchNorm(name="max_pool_bn")(pool(x, s)[None], train)
             terms.append(weight("max_pool_3x3") * mp)
         if "avg_pool_3x3" in col:
             ap = StackedBatchNorm(name="avg_pool_bn")(ops_lib.avg_pool_3x3(x, s)[None], train)

@@ -188,6 +188,51 @@ def _multi_depthwise_slices_bwd(specs, stride, res, gy):
 _multi_depthwise_slices.defvjp(_multi_depthwise_slices_fwd, _multi_depthwise_slices_bwd)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def max_pool_3x3(x: jax.Array, stride: int) -> jax.Array:
+    """3x3 max pool, padding 1 with -inf, NHWC (with leading stacked axes allowed).
+
+    The max of 9 shifted slices, with a hand-written VJP: the gradient goes to the first
+    maximal tap in row-major window order (what XLA's select-and-scatter does for
+    `lax.reduce_window` max). Autodiff of the reduce-window form builds an argmax
+    reduce-window with index outputs and a scatter: ~10% of a DARTS weight step here.
+    """
+    return _max_pool_fwd(x, stride)[0]
+
+
+def _max_pool_fwd(x, stride):
+    out_hw = _out_hw(x.shape[-3], x.shape[-2], stride)
+    xp = jnp.pad(x, [(0, 0)] * (x.ndim - 3) + [(1, 1), (1, 1), (0, 0)],
+                 constant_values=-jnp.inf)
+    y = None
+    for dy, dx in conv_taps(3, 1):
+        v = _shifted(xp, 1, dy, dx, out_hw, stride)
+        y = v if y is None else jnp.maximum(y, v)
+    return y, (x, y)
+
+
+def _max_pool_bwd(stride, res, gy):
+    x, y = res
+    out_hw = y.shape[-3:-1]
+    xp = jnp.pad(x, [(0, 0)] * (x.ndim - 3) + [(1, 1), (1, 1), (0, 0)],
+                 constant_values=-jnp.inf)
+    taken = jnp.zeros(y.shape, bool)
+    dx = None
+    for dy, dx_ in conv_taps(3, 1):
+        hit = (_shifted(xp, 1, dy, dx_, out_hw, stride) == y) & ~taken
+        taken = taken | hit
+        g = jnp.where(hit, gy, jnp.zeros((), gy.dtype))
+        # scatter g back to the input pixel this tap read: the transposed tap sum
+        # with a single tap and weight one
+        term = _transposed_tap_sum(g, jnp.ones((1, 1), gy.dtype), ((dy, dx_),), 1,
+                                   x.shape[-3:-1], stride)
+        dx = term if dx is None else dx + term
+    return (dx,)
+
+
+max_pool_3x3.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
 def multi_depthwise(x: jax.Array, kernels: Sequence[jax.Array],
                     specs: Sequence[tuple[int, int]], stride: int,
                     impl: str = "auto") -> jax.Array:
