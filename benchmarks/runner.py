@@ -5,6 +5,7 @@
   python -m benchmarks --suite evolution                   # P = 1, 8, 64
   python -m benchmarks --suite all                         # the three above
   python -m benchmarks --suite formulations                # scan / fused / loop mixed op
+  python -m benchmarks --suite kernels                     # depthwise/pool kernels alone
   python -m benchmarks --suite darts --channels 4 --layers 2 --image 8 --batch 2 \\
       --repeats 1 --estimators first_order,darts_exact     # a smoke-sized run
 
@@ -26,7 +27,7 @@ import sys
 import time
 from typing import Any
 
-SUITES = ("darts", "oneshot", "evolution", "all", "formulations")
+SUITES = ("darts", "oneshot", "evolution", "all", "formulations", "kernels")
 ALL = ("darts", "oneshot", "evolution")
 DEFAULT_ESTIMATORS = "first_order,darts_fd,darts_exact,amended,implicit_cg"
 RESULT = "RESULT "
@@ -54,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="depthwise convolution form (auto: taps on CPU, lax elsewhere)")
     g.add_argument("--variants", default="scan,fused,loop",
                    help="formulations suite: mixed-op forms to compare")
+    g.add_argument("--kernel-impls", default="slices,taps",
+                   help="kernels suite: depthwise implementations to compare "
+                        "(slices, taps, lax)")
     g = p.add_argument_group("chain supernet (oneshot, evolution)")
     g.add_argument("--space", default="cifar", choices=("cifar", "digits"),
                    help="chain space: cifar (32x32x3, 16 layers) or digits (8x8x1, tiny)")
@@ -107,6 +111,11 @@ def parse(argv: list[str], parser: argparse.ArgumentParser | None = None
             raise ValueError(f"--estimators {args.estimators!r}: expected a comma list of "
                              f"{', '.join(ESTIMATORS)}")
         args.population_list = _int_list(args.population_sizes, "--population-sizes")
+        args.kernel_impl_list = [v.strip() for v in args.kernel_impls.split(",") if v.strip()]
+        bad = [v for v in args.kernel_impl_list if v not in ("slices", "taps", "lax")]
+        if bad or not args.kernel_impl_list:
+            raise ValueError(f"--kernel-impls {args.kernel_impls!r}: expected a comma list "
+                             "of slices, taps, lax")
         args.variant_list = [v.strip() for v in args.variants.split(",") if v.strip()]
         bad = [v for v in args.variant_list if v not in ("scan", "fused", "loop")]
         if bad or not args.variant_list:
@@ -135,6 +144,11 @@ def record_names(args: argparse.Namespace) -> list[str]:
             names += ["oneshot/spos_step", "oneshot/fairnas_step"]
         elif suite == "evolution":
             names += [f"evolution/population_eval/P={n}" for n in args.population_list]
+        elif suite == "kernels":
+            from benchmarks.kernels import KERNELS
+
+            names += [f"kernels/{k}/{i}" for k in KERNELS for i in args.kernel_impl_list
+                      if not (k == "max_pool" and i == "lax")]
         else:
             names += [f"supernet/fwd_bwd/{v}" for v in args.variant_list]
     if args.only:
@@ -153,6 +167,8 @@ def suite_module(name: str):
         from benchmarks import evolution as suite
     elif name.startswith("supernet/"):
         from benchmarks import supernet as suite
+    elif name.startswith("kernels/"):
+        from benchmarks import kernels as suite
     else:
         raise ValueError(f"unknown record {name!r}")
     return suite

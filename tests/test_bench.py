@@ -70,6 +70,9 @@ def test_record_names_are_the_contract():
     assert runner.record_names(args) == ["darts/iteration/darts_exact"]
     args = runner.parse(["--suite", "formulations", "--variants", "fused"])
     assert runner.record_names(args) == ["supernet/fwd_bwd/fused"]
+    args = runner.parse(["--suite", "kernels", "--only", "kernels/max_pool,kernels/first_layer/"])
+    assert runner.record_names(args) == ["kernels/first_layer/slices", "kernels/first_layer/taps",
+                                         "kernels/max_pool/slices", "kernels/max_pool/taps"]
 
 
 @pytest.mark.parametrize("flags", [["--estimators", "first_order,nope"],
@@ -128,6 +131,17 @@ def test_formulations_suite_smoke(tmp_path, capsys):
     assert code == 0
     records = [json.loads(line) for line in out.read_text().splitlines()]
     _check(records, ["supernet/fwd_bwd/scan"], capsys.readouterr().out)
+
+
+def test_kernels_suite_smoke(tmp_path):
+    """`jaxnas bench --suite kernels`: each depthwise/pool kernel in two implementations."""
+    records, stdout = _bench(["benchmarks"], tmp_path, "--suite", "kernels", "--channels",
+                             "2", "--image", "6", "--batch", "2", "--repeats", "1",
+                             "--kernel-impls", "slices,lax", "--only",
+                             "kernels/first_layer_s2,kernels/max_pool")
+    _check(records, ["kernels/first_layer_s2/slices", "kernels/first_layer_s2/lax",
+                     "kernels/max_pool/slices"], stdout)
+    assert records[0]["config"]["impl"] == "slices"
 
 
 @pytest.mark.parametrize("estimator", [
