@@ -12,8 +12,8 @@ batch x image x image x channels, 4 edges):
   first_layer_s2  the same at stride 2 (reduction cells)
   second_layer_k3 / second_layer_k5  the second depthwise layer of sep_conv 3x3 / 5x5,
                   one kernel per stacked edge
-  max_pool        the 3x3 max pool ("slices": `kernels.max_pool_3x3`; else
-                  `lax.reduce_window`)
+  max_pool        the 3x3 max pool: "slices" (`kernels.max_pool_3x3`) and
+                  "reduce_window" (`lax.reduce_window`, autodiff), whatever --kernel-impls
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def case(name: str, args: Any):
             return kernels.stacked_depthwise(x, w, k, 1, impl)
         fn_args = (xs, w)
     elif kernel == "max_pool":
-        pool = kernels.max_pool_3x3 if impl == "slices" else ops_lib.max_pool_3x3
+        pool = {"slices": kernels.max_pool_3x3, "reduce_window": ops_lib.max_pool_3x3}[impl]
 
         def fn(x):
             return pool(x, 1)

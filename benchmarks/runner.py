@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--mixed-op", default="scan", choices=("scan", "fused", "loop"),
                    help="mixed-op formulation of the supernet (scan, its default)")
     g.add_argument("--impl", default="auto", choices=("auto", "slices", "taps", "lax"),
-                   help="depthwise convolution form (auto: taps on CPU, lax elsewhere)")
+                   help="depthwise convolution form (auto: slices on CPU, lax elsewhere)")
     g.add_argument("--variants", default="scan,fused,loop",
                    help="formulations suite: mixed-op forms to compare")
     g.add_argument("--kernel-impls", default="slices,taps",
@@ -147,8 +147,9 @@ def record_names(args: argparse.Namespace) -> list[str]:
         elif suite == "kernels":
             from benchmarks.kernels import KERNELS
 
-            names += [f"kernels/{k}/{i}" for k in KERNELS for i in args.kernel_impl_list
-                      if not (k == "max_pool" and i == "lax")]
+            names += [f"kernels/{k}/{i}" for k in KERNELS if k != "max_pool"
+                      for i in args.kernel_impl_list]
+            names += ["kernels/max_pool/slices", "kernels/max_pool/reduce_window"]
         else:
             names += [f"supernet/fwd_bwd/{v}" for v in args.variant_list]
     if args.only:

@@ -62,7 +62,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.head_channels = 64
     config.model.stem_stride = 1
     config.model.dispatch = "gather"  # "switch": lax.switch (single path only)
-    config.model.impl = "auto"        # depthwise conv: auto, taps, toeplitz, lax
+    config.model.impl = "auto"        # depthwise conv: auto, slices, taps, toeplitz, lax
     config.model.bn_momentum = 0.9
 
     config.optim = ml_collections.ConfigDict()

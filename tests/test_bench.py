@@ -72,7 +72,8 @@ def test_record_names_are_the_contract():
     assert runner.record_names(args) == ["supernet/fwd_bwd/fused"]
     args = runner.parse(["--suite", "kernels", "--only", "kernels/max_pool,kernels/first_layer/"])
     assert runner.record_names(args) == ["kernels/first_layer/slices", "kernels/first_layer/taps",
-                                         "kernels/max_pool/slices", "kernels/max_pool/taps"]
+                                         "kernels/max_pool/slices",
+                                         "kernels/max_pool/reduce_window"]
 
 
 @pytest.mark.parametrize("flags", [["--estimators", "first_order,nope"],
@@ -140,7 +141,7 @@ def test_kernels_suite_smoke(tmp_path):
                              "--kernel-impls", "slices,lax", "--only",
                              "kernels/first_layer_s2,kernels/max_pool")
     _check(records, ["kernels/first_layer_s2/slices", "kernels/first_layer_s2/lax",
-                     "kernels/max_pool/slices"], stdout)
+                     "kernels/max_pool/slices", "kernels/max_pool/reduce_window"], stdout)
     assert records[0]["config"]["impl"] == "slices"
 
 

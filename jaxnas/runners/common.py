@@ -291,8 +291,8 @@ def host_metrics(metrics: Any) -> dict[str, float]:
 @dataclasses.dataclass
 class LoopResult:
     """What the step loop reports: the last step, the first step's wall time
-    (compilation included), the wall times of the later steps, the blocking time of
-    each checkpoint save."""
+    (compilation included), the wall times of the later steps (`run_step`: feeding
+    the batch and the jitted step), the blocking time of each checkpoint save."""
 
     step: int
     first_step_s: float | None

@@ -119,8 +119,12 @@ def depthwise_slices(x: jax.Array, kern: jax.Array, k: int, dilation: int,
     """Depthwise conv as a slice sum, with a fast hand-written VJP.
 
     x: (..., N, H, W, C); kern: (..., k*k, C) with the same leading axes (one kernel per
-    stacked input). Padding (k // 2) * dilation. Returns (..., N, Ho, Wo, C).
+    stacked input; broadcast them first if they differ). Padding (k // 2) * dilation.
+    Returns (..., N, Ho, Wo, C).
     """
+    if x.shape[:-4] != kern.shape[:-2] or kern.shape[-2:] != (k * k, x.shape[-1]):
+        raise ValueError(f"depthwise_slices: x {x.shape} and kernel {kern.shape} do not "
+                         f"match: expected a kernel of shape {x.shape[:-4] + (k * k, x.shape[-1])}")
     return _depthwise_slices_fwd(x, kern, k, dilation, stride)[0]
 
 
@@ -135,7 +139,7 @@ def _depthwise_slices_bwd(k, dilation, stride, res, gy):
     p, taps = (k // 2) * dilation, conv_taps(k, dilation)
     dkern = _tap_correlation(_pad_hw(x, p), gy, taps, p, stride)
     dx = _transposed_tap_sum(gy, kern, taps, p, x.shape[-3:-1], stride)
-    return dx, dkern
+    return dx.astype(x.dtype), dkern.astype(kern.dtype)
 
 
 depthwise_slices.defvjp(_depthwise_slices_fwd, _depthwise_slices_bwd)
@@ -178,10 +182,11 @@ def _multi_depthwise_slices_bwd(specs, stride, res, gy):
     dkernels, branches = [], []
     for o, (kern, (k, d)) in enumerate(zip(kernels, specs)):
         p, taps = (k // 2) * d, conv_taps(k, d)
-        dkernels.append(_tap_correlation(_pad_hw(x, p)[None], gy[:, o], taps, p, stride))
+        dkernels.append(_tap_correlation(_pad_hw(x, p)[None], gy[:, o], taps, p,
+                                         stride).astype(kern.dtype))
         for g in range(kern.shape[0]):
-            branches.append(lambda g=g, o=o, kern=kern, p=p, taps=taps:
-                            _transposed_tap_sum(gy[g, o], kern[g], taps, p, (h, w), stride))
+            branches.append(lambda g=g, o=o, kern=kern, p=p, taps=taps: _transposed_tap_sum(
+                gy[g, o], kern[g], taps, p, (h, w), stride).astype(x.dtype))
     dx = _separately(branches, jnp.zeros_like(x))
     return dx, tuple(dkernels)
 
