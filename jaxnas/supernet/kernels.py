@@ -14,10 +14,11 @@ Implementations (`impl`):
 - "taps": gather the shifted views once ((..., T, C) stack) and contract with einsum
   (the previous CPU default, kept for comparison; it moves 41x the activation).
 - "lax": `lax.conv_general_dilated` with `feature_group_count` (GPU/TPU).
-Measured (2-core CPU, idle, batch 32 x 32x32x16, 4 edges, forward+backward, one jitted
-call): the first layer of the four conv candidates 148 ms ("taps") -> 22 ms ("slices"),
-39 -> 21 ms at stride 2; a stacked second layer 27 -> 7 ms (3x3), 75 -> 14 ms (5x5);
-the 3x3 max pool 28 -> 3.6 ms. See `benchmarks/README.md` for whole-step figures.
+Measured with `jaxnas bench --suite kernels` (2-core CPU, idle, batch 32 x 32x32x16,
+4 edges, forward + backward): the first layer of the four conv candidates 232 ms
+("taps") -> 50 ms ("slices"), 64 -> 26 ms at stride 2; a stacked second layer
+35 -> 8 ms (3x3), 88 -> 12 ms (5x5); the 3x3 max pool 21 -> 2 ms (`reduce_window`).
+Whole steps and the second-order caveat: `benchmarks/README.md`.
 """
 
 from __future__ import annotations
