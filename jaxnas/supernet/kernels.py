@@ -88,7 +88,8 @@ def _tap_correlation(xp: jax.Array, gy: jax.Array, taps: Taps, pad: int,
 
     xp: (..., N, Hp, Wp, C) broadcasting against gy (..., N, Ho, Wo, C). Returns (..., T, C).
     A variadic `lax.reduce` computes every tap's sum in a single pass over the data
-    (25 separate reductions were ~5x slower, a stacked einsum ~10x).
+    (one-off timings while designing it, 5x5 taps of 32 x 32x32x16 x 4 edges: 25 separate
+    reductions 23 ms, a stacked einsum 49-57 ms, this 4.8 ms).
     """
     out_hw = gy.shape[-3:-1]
     prods = [_shifted(xp, pad, dy, dx, out_hw, stride) * gy for dy, dx in taps]
@@ -151,7 +152,8 @@ def _separately(branches: Sequence, init: jax.Array) -> jax.Array:
 
     XLA's CPU fusion merges independent slice sums that feed one sum into a single loop
     nest; past ~100 shifted operands that nest runs ~7x slower than the pieces apart
-    (60 ms vs 8 ms for the input gradient of the four first-layer convs). Branches of a
+    (one-off timing: 60 ms vs 8 ms for the input gradient of the four first-layer convs
+    of 4 edges at batch 32 x 32x32x16). Branches of a
     `lax.switch` under a `scan` are separate computations, which keeps them apart.
     """
     if len(branches) == 1:
