@@ -84,19 +84,40 @@ def hvp(loss_of_params: Callable[[PyTree], jax.Array], params: PyTree,
     return jax.jvp(jax.grad(loss_of_params), (params,), (v,))[1]
 
 
+MIXED_MODES = ("forward_over_reverse", "reverse_over_reverse")
+
+
 def mixed_vjp(train_loss: Loss, params: PyTree, arch: PyTree, batch: Any,
-              v: PyTree) -> PyTree:
-    """Mixed second derivative applied to v: d2_{a,w} L(w, a) . v.
+              v: PyTree, *, mode: str = "forward_over_reverse") -> PyTree:
+    """Mixed second derivative applied to v: d2_{a,w} L(w, a) . v, shaped like arch.
 
-    d2_{a,w} L . v = grad_a <grad_w L(w, a), v>        (reverse-over-reverse),
+    The gradient in arch of <grad_w L(w, a), v> (v, shaped like params, held constant).
+    By the symmetry of second derivatives that is also the directional derivative of
+    grad_a L(w, a) along v, and `mode` picks how autodiff computes it:
 
-    with v (shaped like params) held constant; the result is shaped like arch.  Costs
-    a small constant multiple (~2-4x) of one gradient; no Hessian is materialised.
+      "forward_over_reverse" (default): jax.jvp over jax.grad, d/dt grad_a L(w + t v, a)
+          at t = 0, as `hvp` does.  The inner gradient is taken in (w, a) together, so
+          every op that depends on w sits under it (a custom_vjp op the model uses is
+          then never pushed forward on its own); XLA drops the unused weight half.
+      "reverse_over_reverse": grad_a <grad_w L(w, a), v>, jax.grad over jax.grad.
+
+    Both give the same value to rounding (tests compare them).  Forward-over-reverse is
+    the cheap one: on the DARTS supernet (C=8, 5 cells, batch 8, 2-core CPU, one-off
+    measurement) 0.51 s and 0.40 GiB of XLA buffers against 4.0 s and 2.2 GiB
+    reverse-over-reverse, for a gradient's 0.35 s and 0.29 GiB: reverse-over-reverse
+    keeps the tape of the forward and of the backward pass.  No Hessian is built.
     """
-    def inner(a):
-        return tree_vdot(jax.grad(train_loss)(params, a, batch), v)
+    if mode == "forward_over_reverse":
+        def grad_arch(w):
+            return jax.grad(train_loss, argnums=(0, 1))(w, arch, batch)[1]
 
-    return jax.grad(inner)(arch)
+        return jax.jvp(grad_arch, (params,), (v,))[1]
+    if mode == "reverse_over_reverse":
+        def inner(a):
+            return tree_vdot(jax.grad(train_loss)(params, a, batch), v)
+
+        return jax.grad(inner)(arch)
+    raise ValueError(f"mode={mode!r}: expected one of {MIXED_MODES}")
 
 
 def finite_difference_mixed(train_loss: Loss, params: PyTree, arch: PyTree,

@@ -130,6 +130,8 @@ def test_finite_difference_converges_to_the_exact_second_order(estimates):
 @pytest.mark.slow
 def test_amended_and_implicit_differ_from_first_order(estimates):
     _, out = estimates
+    if "amended" not in out:
+        pytest.skip("the one-node-cell fixture computes first and second-order DARTS only")
     first = _flat(out["first_order"])
     for name in ("amended", "implicit_cg", "implicit_neumann"):
         assert np.linalg.norm(_flat(out[name]) - first) > 1e-6 * np.linalg.norm(first)

@@ -307,9 +307,16 @@ def test_mixed_vjp_against_explicit_jacobian():
         jac = jax.jacfwd(lambda a: ravel_pytree(jax.grad(mlp_loss)(
             params, unravel_a(a), tb))[0])(a_flat)
         v = jnp.sin(jnp.arange(w_flat.size, dtype=jnp.float64))
-        out = hg.mixed_vjp(mlp_loss, params, arch, tb, unravel_w(v))
-        np.testing.assert_allclose(_ravel(out), np.asarray(jac.T @ v), rtol=1e-12,
-                                   atol=1e-14)
+        for mode in hg.MIXED_MODES:
+            out = hg.mixed_vjp(mlp_loss, params, arch, tb, unravel_w(v), mode=mode)
+            np.testing.assert_allclose(_ravel(out), np.asarray(jac.T @ v), rtol=1e-12,
+                                       atol=1e-14)
+
+
+def test_mixed_vjp_rejects_unknown_mode():
+    params, arch, tb, _ = _mlp_problem(jnp.float32)
+    with pytest.raises(ValueError, match="mode='both'.*forward_over_reverse"):
+        hg.mixed_vjp(mlp_loss, params, arch, tb, params, mode="both")
 
 
 def test_zero_vector_finite_difference_is_finite():
