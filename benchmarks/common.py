@@ -87,11 +87,11 @@ def measure_case(name: str, case: Case, repeats: int, warmup: int) -> dict[str, 
     """`measure_step` of a case, as a complete record."""
     from benchmarks.measure import measure_step
 
-    chain = None
-    if case.state_out is not None:
-        def chain(out: Any, call_args: tuple) -> tuple:
-            state = out if case.state_out == "all" else out[0]
-            return (state,) + tuple(call_args[1:])
+    def next_args(out: Any, call_args: tuple) -> tuple:
+        state = out if case.state_out == "all" else out[0]
+        return (state,) + tuple(call_args[1:])
+
+    chain = None if case.state_out is None else next_args
 
     record = measure_step(case.fn, case.args, repeats=repeats, warmup=warmup,
                           items=case.items, donate_argnums=(0,) if chain else (),

@@ -26,7 +26,6 @@ import re
 import sys
 import tempfile
 import time
-from typing import Any
 
 # Heaviest first: an op is classed by the first of these its computation contains.
 KINDS = ("convolution", "dot", "custom-call", "reduce-window", "select-and-scatter",

@@ -43,7 +43,7 @@ import re
 import shutil
 import tempfile
 import threading
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 

@@ -10,6 +10,7 @@ import logging
 import math
 import os
 import signal
+import time
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import ml_collections
@@ -263,10 +264,10 @@ def jit_step(step: Callable, mesh, batch_shardings: Sequence[Any], *,
     from jaxnas import parallel
 
     rep = parallel.replicated(mesh)
-    fn = step
-    if prepare is not None:
-        def fn(state, *batches):
-            return step(state, *prepare(*batches))
+    def prepared(state, *batches):
+        return step(state, *prepare(*batches))
+
+    fn = step if prepare is None else prepared
     return jax.jit(fn, in_shardings=(rep, *batch_shardings), out_shardings=(rep, rep),
                    donate_argnums=(0,) if donate else ())
 
@@ -314,8 +315,6 @@ def step_loop(*, start: int, stop: int, run_step: Callable[[], Mapping[str, floa
       train_accuracy). evaluate(step): the fields to add to that step's record.
       save(step, force=False): checkpoint the current state.
     """
-    import time
-
     progress = wd.Progress(stop, initial=start, desc=desc, enabled=lead,
                            log_every=config.log_every)
     stopper = GracefulStop()

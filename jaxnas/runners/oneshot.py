@@ -192,9 +192,11 @@ def step_function(strategy, mesh, *, fair: bool, per_path: bool, batch_size: int
         if spread:
             inside = parallel.constrain(parallel.batch_sharding(mesh, leading=("path",)))
 
-            def prepare(batch):
+            def broadcast_to_paths(batch):
                 return (inside(jax.tree.map(
                     lambda x: jnp.broadcast_to(x[None], (m,) + x.shape), batch)),)
+
+            prepare = broadcast_to_paths
     rows = parallel.process_rows(sharding, prefix + (batch_size,), axis=len(prefix))
     step = common.jit_step(strategy.step, mesh, (sharding,), prepare=prepare)
     return StepFunction(step, sharding, prefix, batch_size, rows)
