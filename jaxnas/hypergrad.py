@@ -28,7 +28,6 @@ __all__ = [
     "hvp",
     "implicit",
     "mixed_vjp",
-    "train_curvature",
     "tree_axpy",
     "tree_norm",
     "tree_scale",
@@ -121,27 +120,6 @@ def mixed_vjp(train_loss: Loss, params: PyTree, arch: PyTree, batch: Any,
     raise ValueError(f"mode={mode!r}: expected one of {MIXED_MODES}")
 
 
-def train_curvature(train_loss: Loss, params: PyTree, arch: PyTree, batch: Any
-                    ) -> tuple[tuple[PyTree, PyTree], Callable[[PyTree], tuple[PyTree, PyTree]]]:
-    """The gradients of L at (w, a) and the curvature products at that point, from ONE
-    forward-over-reverse linearisation (`jax.linearize` of the gradient in (w, a)).
-
-    Returns ``((grad_w L, grad_a L), products)`` with
-    ``products(v) = (H v, d2_{a,w} L . v)``, H = d2_w L(w, a): exactly `hvp` and
-    `mixed_vjp` at the same point.  The forward and backward pass run once; every call
-    of ``products`` after that runs only the tangent pass, so estimators that need the
-    gradient and one or more products at the same (w, a) (second-order DARTS, the
-    amended gradient, the implicit gradient's CG or Neumann iterations) stop paying a
-    forward and backward pass per product.  The price is that the linearisation's
-    residuals stay alive until the last product.  Unused halves of a product are
-    removed by XLA.
-    """
-    def grads(w):
-        return jax.grad(train_loss, argnums=(0, 1))(w, arch, batch)
-
-    return jax.linearize(grads, params)
-
-
 def finite_difference_mixed(train_loss: Loss, params: PyTree, arch: PyTree,
                             batch: Any, v: PyTree, *, eps: float = 0.01) -> PyTree:
     """The DARTS central-difference approximation of d2_{a,w} L(w, a) . v.
@@ -186,15 +164,7 @@ def virtual_step(train_loss: Loss, params: PyTree, arch: PyTree, batch: Any, *,
     momentum buffer; None means zero, as for the first step).  With the defaults the
     terms are not formed at all, so the result is bitwise w - lr * grad_w L_t(w, a).
     """
-    return _virtual_update(params, jax.grad(train_loss)(params, arch, batch), lr=lr,
-                           momentum=momentum, momentum_buffer=momentum_buffer,
-                           weight_decay=weight_decay)
-
-
-def _virtual_update(params: PyTree, grad: PyTree, *, lr: Any, momentum: float,
-                    momentum_buffer: PyTree | None, weight_decay: float) -> PyTree:
-    """w - lr * (momentum * buf + grad + weight_decay * w), skipping static-zero terms."""
-    direction = grad
+    direction = jax.grad(train_loss)(params, arch, batch)
     if not _is_static_zero(weight_decay):
         direction = tree_axpy(weight_decay, params, direction)
     if momentum_buffer is not None and not _is_static_zero(momentum):
@@ -230,25 +200,18 @@ def darts_second_order(train_loss: Loss, val_loss: Loss, params: PyTree,
       eps: the finite-difference scale (DARTS uses 0.01).
       momentum, momentum_buffer, weight_decay: optional virtual-step terms.
 
-    Cost: one gradient of L_v in (w, a) and, exact: one linearisation of the gradient
-    of L_t (its forward and backward pass, whose gradient gives w') and one tangent
-    pass for the mixed product (`train_curvature`); fd: one gradient of L_t in w and
-    two in a.
+    Cost: one gradient of L_t in w, one of L_v in (w, a), then either one
+    reverse-over-reverse product (exact) or two gradients of L_t in a (fd).
     """
     if method not in SECOND_ORDER_METHODS:
         raise ValueError(f"method={method!r}: expected one of {SECOND_ORDER_METHODS}")
-    step = dict(lr=lr, momentum=momentum, momentum_buffer=momentum_buffer,
-                weight_decay=weight_decay)
+    w_unrolled = virtual_step(train_loss, params, arch, train_batch, lr=lr,
+                              momentum=momentum, momentum_buffer=momentum_buffer,
+                              weight_decay=weight_decay)
+    g_arch, v = _val_grads(val_loss, w_unrolled, arch, val_batch)
     if method == "exact":
-        # one linearisation gives the virtual step's gradient and, later, the mixed
-        # product (forward-over-reverse, `train_curvature`)
-        (g_w, _), products = train_curvature(train_loss, params, arch, train_batch)
-        w_unrolled = _virtual_update(params, g_w, **step)
-        g_arch, v = _val_grads(val_loss, w_unrolled, arch, val_batch)
-        mixed = products(v)[1]
+        mixed = mixed_vjp(train_loss, params, arch, train_batch, v)
     else:
-        w_unrolled = virtual_step(train_loss, params, arch, train_batch, **step)
-        g_arch, v = _val_grads(val_loss, w_unrolled, arch, val_batch)
         mixed = finite_difference_mixed(train_loss, params, arch, train_batch, v,
                                         eps=eps)
     return tree_axpy(-jnp.asarray(lr), mixed, g_arch)
@@ -264,13 +227,11 @@ def amended(train_loss: Loss, val_loss: Loss, params: PyTree, arch: PyTree,
 
     everything at the current w (taken as the optimum w*(a)); H replaces the H^-1 of
     the implicit gradient, scaled by lr.  Cost: one gradient of L_v in (w, a), one
-    linearisation of the gradient of L_t and two tangent passes (H v, then the mixed
-    product of H v; `train_curvature`).
+    Hessian-vector product, one mixed product.
     """
     g_arch, v = _val_grads(val_loss, params, arch, val_batch)
-    _, products = train_curvature(train_loss, params, arch, train_batch)
-    hv = products(v)[0]
-    mixed = products(hv)[1]
+    hv = hvp(lambda w: train_loss(w, arch, train_batch), params, v)
+    mixed = mixed_vjp(train_loss, params, arch, train_batch, hv)
     return tree_axpy(-jnp.asarray(lr), mixed, g_arch)
 
 
@@ -290,19 +251,17 @@ def implicit(train_loss: Loss, val_loss: Loss, params: PyTree, arch: PyTree,
                  which converges to the inverse when 0 < alpha < 2 / lambda_max(H + dI)
                  and H + d I is positive definite; `alpha` is the step size.
 
-    Cost: one gradient of L_v in (w, a), one linearisation of the gradient of L_t,
-    then `iters` + 1 tangent passes (the Hessian-vector products and the mixed
-    product; `train_curvature`).
+    Cost: one gradient of L_v in (w, a), `iters` Hessian-vector products, one mixed
+    product.
     """
     if method not in IMPLICIT_METHODS:
         raise ValueError(f"method={method!r}: expected one of {IMPLICIT_METHODS}")
     if not isinstance(iters, int) or iters < 0:
         raise ValueError(f"iters={iters!r}: expected a non-negative int")
     g_arch, v = _val_grads(val_loss, params, arch, val_batch)
-    _, products = train_curvature(train_loss, params, arch, train_batch)
 
     def matvec(x: PyTree) -> PyTree:
-        hx = products(x)[0]
+        hx = hvp(lambda w: train_loss(w, arch, train_batch), params, x)
         if _is_static_zero(damping):
             return hx
         return tree_axpy(damping, x, hx)
@@ -311,7 +270,7 @@ def implicit(train_loss: Loss, val_loss: Loss, params: PyTree, arch: PyTree,
         x = _conjugate_gradient(matvec, v, iters)
     else:
         x = _neumann(matvec, v, iters, alpha)
-    mixed = products(x)[1]
+    mixed = mixed_vjp(train_loss, params, arch, train_batch, x)
     return jax.tree.map(jnp.subtract, g_arch, mixed)
 
 

@@ -412,20 +412,3 @@ def test_bad_method_raises():
         hg.darts_second_order(*args, lr=0.1, method="bogus")
     with pytest.raises(ValueError):
         hg.implicit(*args, method="bogus", iters=3)
-
-
-def test_train_curvature_gives_the_gradients_hvp_and_mixed_product():
-    with jax.enable_x64(True):
-        params, arch, tb, vb = _mlp_problem(jnp.float64)
-        (g_w, g_a), products = hg.train_curvature(mlp_loss, params, arch, tb)
-        ref_w, ref_a = jax.grad(mlp_loss, argnums=(0, 1))(params, arch, tb)
-        _assert_tree_close(g_w, ref_w, rtol=1e-13, atol=1e-15)
-        _assert_tree_close(g_a, ref_a, rtol=1e-13, atol=1e-15)
-        for seed in (0, 1):  # the same linearisation serves several vectors
-            v = jax.grad(mlp_loss)(params, arch, _mlp_problem(jnp.float64, seed)[3])
-            hv, mixed = products(v)
-            _assert_tree_close(hv, hg.hvp(lambda w: mlp_loss(w, arch, tb), params, v),
-                               rtol=1e-12, atol=1e-14)
-            _assert_tree_close(mixed, hg.mixed_vjp(mlp_loss, params, arch, tb, v,
-                                                   mode="reverse_over_reverse"),
-                               rtol=1e-12, atol=1e-14)
