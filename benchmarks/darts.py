@@ -5,12 +5,9 @@ Records (names are a contract):
   darts/arch_step/<estimator>       architecture half: hypergradient + Adam on the alphas
   darts/iteration/<estimator>       the strategy's own `step` (architecture then weights)
 
-The iteration is `darts(model, estimator=...).step` itself.  The strategy runs both
-halves in one jitted function and does not expose them, so `parts` builds them from
-the same pieces (the supernet's `apply`, `arch_weights`, the `hypergrad` estimators,
-`weight_optimizer` and `arch_optimizer`); `tests/test_bench.py` checks that the two
-halves in sequence give exactly the strategy's step.  Settings are those of the search
-configs (`experiments/darts_cifar10.py`): SGD 0.025 with momentum 0.9 and weight decay
+The iteration is `darts(model, estimator=...).step` itself; the two halves are its
+`parts` (`arch_step`, `weight_step`), which the step runs in sequence.  Settings are
+those of the search configs (`experiments/darts_cifar10.py`): SGD 0.025 with momentum 0.9 and weight decay
 3e-4 under a per-epoch cosine schedule, Adam 3e-4 on the alphas, plain-SGD virtual
 step, finite-difference radius 0.01, 5 conjugate-gradient iterations.
 Images per second count the batch of one step (`--batch`), as the reference figures do,
@@ -19,16 +16,11 @@ although an iteration also reads a validation batch of the same size.
 
 from __future__ import annotations
 
-import functools
-
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
-import optax
 
 from benchmarks import common
-from jaxnas import hypergrad
 from jaxnas.strategies import darts as darts_lib
 from jaxnas.supernet.darts import DartsSupernet
 
@@ -63,80 +55,10 @@ def strategy(model: DartsSupernet, estimator: str, s: dict = SETTINGS):
 
 def parts(model: DartsSupernet, estimator: str, s: dict = SETTINGS
           ) -> tuple[Callable, Callable]:
-    """``(arch_step, weight_step)``: the two halves of `strategy(...).step`.
-
-    ``arch_step(state, train_batch, val_batch) -> state`` (new alphas and Adam state);
-    ``weight_step(state, train_batch) -> (state, metrics)`` (new weights, BatchNorm
-    statistics, SGD state, step + 1).  ``weight_step(arch_step(state, t, v), t)`` is
-    ``step(state, t, v)`` of the strategy, operation for operation.
-    """
-    if estimator not in darts_lib.ESTIMATORS:
-        raise ValueError(f"estimator {estimator!r}: expected one of "
-                         f"{', '.join(darts_lib.ESTIMATORS)}")
-    schedule = _schedule(s)
-    w_tx = darts_lib.weight_optimizer(schedule, momentum=s["w_momentum"],
-                                      weight_decay=s["w_weight_decay"],
-                                      grad_clip=s["grad_clip"])
-    a_tx = darts_lib.arch_optimizer(s["a_lr"], s["a_b1"], s["a_b2"], s["a_weight_decay"])
-
-    # the strategy's nested jit (traced once, transformed many times)
-    apply_train = jax.jit(functools.partial(model.apply, train=True,
-                                            mutable=["batch_stats"]))
-
-    def forward(params, batch_stats, alphas, images):
-        return apply_train({"params": params, "batch_stats": batch_stats}, images,
-                           darts_lib.arch_weights(alphas))
-
-    def hypergradient(state, train_batch, val_batch, lr):
-        def loss(params, alphas, batch):
-            logits, _ = forward(params, state.batch_stats, alphas, batch["image"])
-            return optax.softmax_cross_entropy_with_integer_labels(
-                logits, batch["label"]).mean()
-
-        args = (loss, loss, state.params, state.alphas, train_batch, val_batch)
-        if estimator == "first_order":
-            return hypergrad.first_order(*args)
-        if estimator in ("darts_fd", "darts_exact"):
-            extra = {}
-            if s["unroll_momentum"]:
-                extra = dict(momentum=s["w_momentum"],
-                             momentum_buffer=state.w_opt[2].trace,
-                             weight_decay=s["w_weight_decay"])
-            method = "exact" if estimator == "darts_exact" else "finite_difference"
-            return hypergrad.darts_second_order(*args, lr=lr, method=method,
-                                                eps=s["fd_eps"], **extra)
-        if estimator == "amended":
-            return hypergrad.amended(*args, lr=lr)
-        method = "cg" if estimator == "implicit_cg" else "neumann"
-        extra = {"alpha": s["neumann_alpha"]} if method == "neumann" else {}
-        return hypergrad.implicit(*args, method=method, iters=s["implicit_iters"],
-                                  damping=s["implicit_damping"], **extra)
-
-    def arch_step(state, train_batch, val_batch):
-        a_grad = hypergradient(state, train_batch, val_batch, schedule(state.step))
-        updates, a_opt = a_tx.update(a_grad, state.a_opt, state.alphas)
-        return state.replace(alphas=optax.apply_updates(state.alphas, updates),
-                             a_opt=a_opt)
-
-    def weight_step(state, train_batch):
-        def loss(params):
-            logits, upd = forward(params, state.batch_stats, state.alphas,
-                                  train_batch["image"])
-            ce = optax.softmax_cross_entropy_with_integer_labels(
-                logits, train_batch["label"]).mean()
-            return ce, (logits, upd["batch_stats"])
-
-        (value, (logits, stats)), grads = jax.value_and_grad(loss, has_aux=True)(
-            state.params)
-        updates, w_opt = w_tx.update(grads, state.w_opt, state.params)
-        params = optax.apply_updates(state.params, updates)
-        metrics = {"train_loss": value,
-                   "train_accuracy": jnp.mean(jnp.argmax(logits, -1)
-                                              == train_batch["label"])}
-        return state.replace(step=state.step + 1, params=params, batch_stats=stats,
-                             w_opt=w_opt), metrics
-
-    return arch_step, weight_step
+    """``(arch_step, weight_step)``: the two halves the strategy's `step` runs in
+    sequence (`Strategy.parts`), each ``(state, *batches) -> (state, metrics)``."""
+    halves = strategy(model, estimator, s).parts
+    return halves["arch_step"], halves["weight_step"]
 
 
 def case(name: str, args: Any) -> common.Case:
@@ -157,7 +79,7 @@ def case(name: str, args: Any) -> common.Case:
     if kind == "weight_step":
         fn, fn_args, state_out = weight_step, (state, train), "first"
     elif kind == "arch_step":
-        fn, fn_args, state_out = arch_step, (state, train, val), "all"
+        fn, fn_args, state_out = arch_step, (state, train, val), "first"
     elif kind == "iteration":
         fn, fn_args, state_out = strat.step, (state, train, val), "first"
     else:

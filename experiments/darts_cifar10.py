@@ -4,10 +4,8 @@ Needs cifar10 prepared (array_record, or tfrecord with `pip install 'jaxnas[tf]'
 TFDS data_dir; jaxnas never downloads. Run:
   jaxnas search --config experiments/darts_cifar10.py --workdir runs/darts_cifar10 \
       --config.data.data_dir=/path/to/tensorflow_datasets
-Second order: add --config.darts.estimator=darts_fd (or darts_exact). On a CPU, with
-darts_exact, amended or implicit_* add --config.model.impl=taps too: the default
-"slices" kernels are 2x faster for first order and finite differences but 1.4-1.6x
-slower when the estimator differentiates their backward pass (benchmarks/README.md).
+Second order: add --config.darts.estimator=darts_exact (or darts_fd, amended,
+implicit_cg); costs per estimator are in benchmarks/README.md.
 
 C=16, 8 cells, batch 64, 50 epochs over 25,000 + 25,000 images (390 steps an epoch).
 Expected: the paper reports 2.76 +- 0.09 % test error for the retrained second-order

@@ -150,8 +150,9 @@ def test_kernels_suite_smoke(tmp_path):
     *[pytest.param(e, marks=pytest.mark.slow)
       for e in ("darts_fd", "darts_exact", "amended", "implicit_cg")]])
 def test_parts_compose_to_the_strategy_step(estimator):
-    """`benchmarks.darts.parts` (arch step, then weight step) is the strategy's step,
-    bit for bit (run op by op, without jit, so no fusion changes the rounding)."""
+    """The strategy's `parts` (arch step, then weight step), which the benchmark times
+    apart, give the strategy's step bit for bit (run op by op, without jit, so no
+    fusion changes the rounding), metrics included."""
     from types import SimpleNamespace
 
     from benchmarks import common
@@ -164,15 +165,22 @@ def test_parts_compose_to_the_strategy_step(estimator):
     val = common.synthetic_batch(1, 2, 8, 3, 10)
     strategy = bench_darts.strategy(model, estimator)
     state = strategy.init(jax.random.key(0), train["image"])
-    want, _ = strategy.step(state, train, val)
+    want, want_metrics = strategy.step(state, train, val)
     arch_step, weight_step = bench_darts.parts(model, estimator)
-    got, metrics = weight_step(arch_step(state, train, val), train)
+    mid, arch_metrics = arch_step(state, train, val)
+    assert int(mid.step) == int(state.step)  # the arch half leaves the weights alone
+    np.testing.assert_array_equal(np.asarray(jax.tree.leaves(mid.params)[0]),
+                                  np.asarray(jax.tree.leaves(state.params)[0]))
+    got, w_metrics = weight_step(mid, train)
     assert jax.tree.structure(got) == jax.tree.structure(want)
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert not np.allclose(np.asarray(want.alphas["normal"]),
                            np.asarray(state.alphas["normal"]))
-    assert jnp.isfinite(metrics["train_loss"])
+    assert set(want_metrics) == set(arch_metrics) | set(w_metrics)
+    for k, v in {**arch_metrics, **w_metrics}.items():
+        np.testing.assert_array_equal(np.asarray(v), np.asarray(want_metrics[k]))
+    assert jnp.isfinite(w_metrics["train_loss"])
 
 
 def test_a_failing_call_keeps_the_compile_time_and_says_why():

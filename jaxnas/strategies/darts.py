@@ -164,15 +164,21 @@ def darts(model: nn.Module, *, estimator: str = "first_order",
         return hypergrad.implicit(*args, method=method, iters=implicit_iters,
                                   damping=implicit_damping, **extra)
 
-    def step(state: DartsState, train_batch: Batch, val_batch: Batch
-             ) -> tuple[DartsState, Metrics]:
+    def arch_step(state: DartsState, train_batch: Batch, val_batch: Batch
+                  ) -> tuple[DartsState, Metrics]:
+        """The architecture half: hypergradient on the validation batch, Adam on the
+        alphas (weights, statistics and the step count unchanged)."""
         lr = schedule(state.step)
         a_grad = arch_gradient(state, train_batch, val_batch, lr)
         a_updates, a_opt = a_tx.update(a_grad, state.a_opt, state.alphas)
         alphas = optax.apply_updates(state.alphas, a_updates)
+        return (state.replace(alphas=alphas, a_opt=a_opt),
+                {"lr": lr, "hypergrad_norm": _global_norm(a_grad)})
 
+    def weight_step(state: DartsState, train_batch: Batch) -> tuple[DartsState, Metrics]:
+        """The weight half: SGD on the training batch with the current alphas."""
         def weight_loss(params):
-            logits, stats = forward(params, state.batch_stats, alphas, train_batch)
+            logits, stats = forward(params, state.batch_stats, state.alphas, train_batch)
             return _cross_entropy(logits, train_batch["label"]), (logits, stats)
 
         (loss, (logits, batch_stats)), w_grad = jax.value_and_grad(
@@ -180,11 +186,21 @@ def darts(model: nn.Module, *, estimator: str = "first_order",
         w_updates, w_opt = w_tx.update(w_grad, state.w_opt, state.params)
         params = optax.apply_updates(state.params, w_updates)
         accuracy = jnp.mean(jnp.argmax(logits, -1) == train_batch["label"])
-        metrics = {"train_loss": loss, "train_accuracy": accuracy, "lr": lr,
-                   "hypergrad_norm": _global_norm(a_grad), "w_grad_norm": _global_norm(w_grad)}
-        new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                                  alphas=alphas, w_opt=w_opt, a_opt=a_opt)
-        return new_state, metrics
+        return (state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                              w_opt=w_opt),
+                {"train_loss": loss, "train_accuracy": accuracy,
+                 "w_grad_norm": _global_norm(w_grad)})
+
+    def step(state: DartsState, train_batch: Batch, val_batch: Batch
+             ) -> tuple[DartsState, Metrics]:
+        """One search iteration: `arch_step` then `weight_step`, one jitted function."""
+        state, arch_metrics = arch_step(state, train_batch, val_batch)
+        state, w_metrics = weight_step(state, train_batch)
+        return state, {"train_loss": w_metrics["train_loss"],
+                       "train_accuracy": w_metrics["train_accuracy"],
+                       "lr": arch_metrics["lr"],
+                       "hypergrad_norm": arch_metrics["hypergrad_norm"],
+                       "w_grad_norm": w_metrics["w_grad_norm"]}
 
     def evaluate(state: DartsState, batch: Batch) -> Metrics:
         """Summed loss, correct count and example count on `batch` (BatchNorm running
@@ -202,4 +218,5 @@ def darts(model: nn.Module, *, estimator: str = "first_order",
         return genotypes.derive(weights, primitives=primitives, steps=model.steps,
                                 multiplier=model.multiplier)
 
-    return Strategy(init=init, step=step, derive=derive, evaluate=evaluate)
+    return Strategy(init=init, step=step, derive=derive, evaluate=evaluate,
+                    parts={"arch_step": arch_step, "weight_step": weight_step})

@@ -18,7 +18,7 @@ Measured with `jaxnas bench --suite kernels` (2-core CPU, idle, batch 32 x 32x32
 4 edges, forward + backward): the first layer of the four conv candidates 232 ms
 ("taps") -> 50 ms ("slices"), 64 -> 26 ms at stride 2; a stacked second layer
 35 -> 8 ms (3x3), 88 -> 12 ms (5x5); the 3x3 max pool 21 -> 2 ms (`reduce_window`).
-Whole steps and the second-order caveat: `benchmarks/README.md`.
+Whole steps, first and second order: `benchmarks/README.md`.
 """
 
 from __future__ import annotations
