@@ -7,9 +7,9 @@ Records (names are a contract):
 
 The iteration is `darts(model, estimator=...).step` itself; the two halves are its
 `parts` (`arch_step`, `weight_step`), which the step runs in sequence.  Settings are
-those of the search configs (`experiments/darts_cifar10.py`): SGD 0.025 with momentum 0.9 and weight decay
-3e-4 under a per-epoch cosine schedule, Adam 3e-4 on the alphas, plain-SGD virtual
-step, finite-difference radius 0.01, 5 conjugate-gradient iterations.
+those of the search configs (`experiments/darts_cifar10.py`): SGD 0.025 with momentum
+0.9 and weight decay 3e-4 under a per-epoch cosine schedule, Adam 3e-4 on the alphas,
+plain-SGD virtual step, finite-difference radius 0.01, 5 conjugate-gradient iterations.
 Images per second count the batch of one step (`--batch`), as the reference figures do,
 although an iteration also reads a validation batch of the same size.
 """
@@ -53,14 +53,6 @@ def strategy(model: DartsSupernet, estimator: str, s: dict = SETTINGS):
         neumann_alpha=s["neumann_alpha"])
 
 
-def parts(model: DartsSupernet, estimator: str, s: dict = SETTINGS
-          ) -> tuple[Callable, Callable]:
-    """``(arch_step, weight_step)``: the two halves the strategy's `step` runs in
-    sequence (`Strategy.parts`), each ``(state, *batches) -> (state, metrics)``."""
-    halves = strategy(model, estimator, s).parts
-    return halves["arch_step"], halves["weight_step"]
-
-
 def case(name: str, args: Any) -> common.Case:
     """The function and placed arguments of one record of this suite."""
     kind, _, estimator = name.partition("/")[2].partition("/")
@@ -75,7 +67,7 @@ def case(name: str, args: Any) -> common.Case:
     n_params = common.param_count(state.params)
     state = placement.replicated(state)
     train, val = placement.batch(train), placement.batch(val)
-    arch_step, weight_step = parts(model, estimator)
+    arch_step, weight_step = strat.parts["arch_step"], strat.parts["weight_step"]
     if kind == "weight_step":
         fn, fn_args, state_out = weight_step, (state, train), "first"
     elif kind == "arch_step":

@@ -166,7 +166,7 @@ def test_parts_compose_to_the_strategy_step(estimator):
     strategy = bench_darts.strategy(model, estimator)
     state = strategy.init(jax.random.key(0), train["image"])
     want, want_metrics = strategy.step(state, train, val)
-    arch_step, weight_step = bench_darts.parts(model, estimator)
+    arch_step, weight_step = strategy.parts["arch_step"], strategy.parts["weight_step"]
     mid, arch_metrics = arch_step(state, train, val)
     assert int(mid.step) == int(state.step)  # the arch half leaves the weights alone
     np.testing.assert_array_equal(np.asarray(jax.tree.leaves(mid.params)[0]),
