@@ -61,6 +61,24 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", required=True, help="path to a config file")
     train.add_argument("--workdir", required=True, help="run directory")
 
+    compare = sub.add_parser(
+        "compare", help="retrain a searched architecture next to random ones",
+        description="Retrains the architecture a search chose and --random uniformly "
+        "random architectures of its space with one recipe (a train config), for every "
+        "seed, and compares their test accuracy and loss. Each run is a train workdir "
+        "DIR/<name>/seed<s> (re-running resumes); the table goes to DIR/comparison.json.")
+    compare.add_argument("--genotype", required=True,
+                         help="the searched architecture (as for train: a search's "
+                         "genotype.json, a known name or a Genotype(...) string)")
+    compare.add_argument("--config", required=True, help="a retraining config file")
+    compare.add_argument("--workdir", required=True, help="run directory")
+    compare.add_argument("--random", type=int, default=8, metavar="N",
+                         help="random architectures to retrain (default 8)")
+    compare.add_argument("--seeds", default="0,1,2",
+                         help="comma list of training seeds (default 0,1,2)")
+    compare.add_argument("--random-seed", type=int, default=0,
+                         help="seed of the random architectures (default 0)")
+
     params = sub.add_parser("params", help="print the exact parameter count of a genotype")
     params.add_argument("--genotype", required=True,
                         help="a known name (DARTS_V1, DARTS_V2), a genotype JSON file, or a "
@@ -109,8 +127,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     parser = _build_parser()
     args = parser.parse_args(rest)
-    if overrides and args.command not in ("search", "train"):
-        parser.error(f"--config.* overrides apply to search and train, not {args.command}")
+    if overrides and args.command not in ("search", "train", "compare"):
+        parser.error(f"--config.* overrides apply to search, train and compare, not "
+                     f"{args.command}")
     try:
         if args.command == "search":
             config = _load(args.config, overrides)
@@ -130,6 +149,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             genotype = resolve.resolve_architecture(args.genotype)
             train.validate_config(config, resolve.kind(genotype))
             train.run(config, genotype, args.workdir)
+        elif args.command == "compare":
+            from jaxnas import compare
+            from jaxnas.spaces import resolve
+
+            seeds = compare.parse_seeds(args.seeds)
+            if args.random < 1:
+                parser.error(f"--random must be at least 1 (got {args.random})")
+            config = _load(args.config, overrides)
+            genotype = resolve.resolve_architecture(args.genotype)
+            from jaxnas import train
+
+            train.validate_config(config, resolve.kind(genotype))
+            summary = compare.run(config, genotype, args.workdir, num_random=args.random,
+                                  seeds=seeds, random_seed=args.random_seed)
+            print(compare.format_table(summary))
         elif args.command == "params":
             from jaxnas.networks import darts_eval
             from jaxnas.spaces import genotypes
