@@ -32,4 +32,5 @@ def get_config():
     config.model.channels = 16
     config.model.layers = 8
     config.optim.a_lr = 3e-4
+    config.darts.warmup_epochs = 0  # the paper updates the alphas from the first step
     return config

@@ -5,9 +5,25 @@ Run:
 
 A small supernet (C=8, 5 cells) on the 8x8 scikit-learn digits (1500 train images split
 50/50 into weight-training and architecture-validation halves, 297 test images), first-
-order DARTS for 10 epochs of batch 64 (110 steps). Measured on 2 shared CPU cores:
-5.4 min in all (about 2 min of it compiling; ~1 s a step), supernet validation
-accuracy 0.968 (BatchNorm running statistics), a genotype in DIR/genotype.json.
+order DARTS for 30 epochs of batch 64 (330 steps): the first 15 epochs train the
+weights only (warm-up, as PC-DARTS), then every step updates the alphas (Adam, lr 0.03)
+and the weights. Measured on 2 CPU cores shared with retraining runs: 10 min in all
+(compiling 2.5 min alone, 5.5 min shared); supernet validation accuracy 0.997; derived
+Genotype(normal=[dil_conv_5x5 0, avg_pool_3x3 1, max_pool_3x3 2, skip_connect 1,
+max_pool_3x3 3, dil_conv_5x5 2, skip_connect 1, dil_conv_5x5 3], reduce=[sep_conv_3x3 0,
+sep_conv_5x5 1, dil_conv_5x5 0, sep_conv_5x5 2, sep_conv_3x3 2, sep_conv_3x3 0,
+sep_conv_3x3 1, skip_connect 0]) in DIR/genotype.json.
+
+Against random genotypes (`jaxnas compare --genotype DIR/genotype.json --config
+experiments/train_digits.py --workdir runs/darts_compare --random 4 --seeds 0,1,2`,
+experiments/train_digits.py's 230 steps): test accuracy 0.9776 +- 0.0057 against 0.9756
+for the mean of 4 random genotypes (0.9708 to 0.9809), third of 5; test loss 0.072
+against 0.068. Within the noise of 297 test images (one image is 0.0034): on the digits
+this search is not shown to beat random genotypes. Variants measured the same way:
+10 epochs, no warm-up, lr 0.003 (the alphas barely leave uniform: largest op weight
+0.148 against 0.125): 0.976 against 0.979-0.983 for 2 random genotypes; 30 epochs, 15
+of warm-up, lr 0.003: 0.9719, third of 5; 30 epochs without warm-up: 5 of the normal
+cell's 8 edges pick avg_pool_3x3 (the parameter-free collapse DARTS is known for).
 
 Length and checkpoints: --config.num_steps=N stops after N steps (schedule of the full
 run unchanged; re-run with a larger N, or -1, to continue); --config.checkpoint_every=K
@@ -22,7 +38,7 @@ def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.method = "darts"
     config.seed = 0
-    config.epochs = 10
+    config.epochs = 30
     config.num_steps = -1           # > 0: stop after this many steps (schedule unchanged)
     config.log_every = 10           # steps between metrics.jsonl records
     config.eval_every = 0           # steps between validation passes; 0 = every epoch
@@ -59,6 +75,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.darts.implicit_iters = 5
     config.darts.implicit_damping = 0.0
     config.darts.neumann_alpha = 0.01
+    config.darts.warmup_epochs = 15  # weights only at first (PC-DARTS); 0 = DARTS
 
     config.optim = ml_collections.ConfigDict()
     config.optim.w_lr = 0.025
@@ -66,7 +83,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.optim.w_momentum = 0.9
     config.optim.w_weight_decay = 3e-4
     config.optim.grad_clip = 5.0
-    config.optim.a_lr = 3e-4 * 10   # 10x DARTS' rate: 110 steps instead of 39,000
+    config.optim.a_lr = 3e-2        # 100x DARTS' rate: 165 updates instead of 19,500
     config.optim.a_b1 = 0.5
     config.optim.a_b2 = 0.999
     config.optim.a_weight_decay = 1e-3

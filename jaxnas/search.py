@@ -50,6 +50,7 @@ DARTS_RULES = {
     "darts.implicit_iters": C.positive(int),
     "darts.implicit_damping": C.non_negative(),
     "darts.neumann_alpha": C.positive(),
+    "darts.warmup_epochs": C.non_negative(int),
     "optim.w_lr": C.positive(),
     "optim.w_lr_min": C.non_negative(),
     "optim.w_momentum": C.in_range(0.0, 1.0, hi_open=True),
@@ -143,6 +144,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         raise C.ConfigError(
             f"config.mesh.path={mesh.get('path', 1)}, mesh.pop={mesh.get('pop', 1)} are "
             "not allowed for DARTS (no paths or population to spread): expected 1")
+    if method == "darts" and config.darts.warmup_epochs >= config.epochs:
+        raise C.ConfigError(f"config.darts.warmup_epochs={config.darts.warmup_epochs} is "
+                            f"not allowed: expected fewer than epochs={config.epochs} (the "
+                            "architecture would never be updated)")
     if method == "darts" and config.model.multiplier > config.model.steps:
         raise C.ConfigError(f"config.model.multiplier={config.model.multiplier} is not "
                             f"allowed: expected at most model.steps={config.model.steps}")

@@ -75,6 +75,7 @@ def darts(estimator: str) -> dict:
     config.model.multiplier = 1
     config.model.impl = "lax"       # grouped convolutions: the fewest ops to compile
     config.darts.estimator = estimator
+    config.darts.warmup_epochs = 0  # every step updates the alphas
     b = 16
     _, strategy = runner.build(config, 10, steps_per_epoch=10)
     state0 = jax.jit(strategy.init)(jax.random.key(0), jnp.zeros((b, 8, 8, 1)))

@@ -51,6 +51,8 @@ def test_bad_type_names_key():
     ("model.mixed_op=vmap", r"config.model.mixed_op='vmap'.*'fused', 'loop'"),
     ("optim.w_lr=-1", r"config.optim.w_lr=-1.0.*positive number"),
     ("optim.a_lr=nan", r"config.optim.a_lr=nan.*positive number"),
+    ("darts.warmup_epochs=-1", r"config.darts.warmup_epochs=-1.*non-negative integer"),
+    ("darts.warmup_epochs=30", r"config.darts.warmup_epochs=30.*fewer than epochs=30"),
 ])
 def test_bad_values_rejected_with_key_value_and_allowed(override, message):
     cfg = C.load_config(DIGITS)

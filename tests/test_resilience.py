@@ -38,7 +38,8 @@ DARTS_SMALL = ["--config.model.channels=4", "--config.model.layers=3",
                "--config.model.steps=1", "--config.model.multiplier=1",
                "--config.model.impl=lax", "--config.data.batch_size=16",
                "--config.log_every=2", "--config.eval_every=4",
-               "--config.checkpoint_every=2"]
+               "--config.checkpoint_every=2",
+               "--config.darts.warmup_epochs=0"]  # the alphas move from the first step
 FAIRNAS_SMALL = [
     "--config.model.stem_channels=4", "--config.model.widths=(4, 8)",
     "--config.model.depths=(1, 1)", "--config.model.strides=(1, 2)",

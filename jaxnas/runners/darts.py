@@ -41,7 +41,8 @@ def build(config: ml_collections.ConfigDict, num_classes: int, steps_per_epoch: 
         a_tx=darts_lib.arch_optimizer(o.a_lr, o.a_b1, o.a_b2, o.a_weight_decay),
         unroll_momentum=d.unroll_momentum, fd_eps=d.fd_eps,
         implicit_iters=d.implicit_iters, implicit_damping=d.implicit_damping,
-        neumann_alpha=d.neumann_alpha)
+        neumann_alpha=d.neumann_alpha,
+        warmup_steps=d.warmup_epochs * steps_per_epoch)
     return model, strategy
 
 

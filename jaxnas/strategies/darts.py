@@ -96,7 +96,7 @@ def darts(model: nn.Module, *, estimator: str = "first_order",
           a_tx: optax.GradientTransformation | None = None,
           unroll_momentum: bool = False, fd_eps: float = 0.01,
           implicit_iters: int = 5, implicit_damping: float = 0.0,
-          neumann_alpha: float = 0.01) -> Strategy:
+          neumann_alpha: float = 0.01, warmup_steps: int = 0) -> Strategy:
     """Builds the DARTS strategy for `model` (a supernet taking `arch` as an input).
 
     Args:
@@ -106,9 +106,17 @@ def darts(model: nn.Module, *, estimator: str = "first_order",
       unroll_momentum: if True the virtual step of the second-order estimators also
         applies the momentum buffer and weight decay, as the reference implementation;
         otherwise the virtual step is plain SGD (the contract of `hypergrad`).
+      warmup_steps: steps (counted by `state.step`) that train the weights only, before
+        the architecture updates start, as PC-DARTS and P-DARTS do: the alphas are
+        first compared when the candidate convolutions have been trained, not while
+        they are noise that the parameter-free ops beat. A `lax.cond` in the jitted
+        step picks the branch, so one compiled function serves both phases; 0 (DARTS)
+        leaves the step without it.
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator={estimator!r}: expected one of {', '.join(ESTIMATORS)}")
+    if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
+        raise ValueError(f"warmup_steps={warmup_steps!r}: expected an integer >= 0")
     schedule = w_schedule if callable(w_schedule) else (lambda _: jnp.asarray(w_schedule))
     w_tx = weight_optimizer(schedule, momentum=w_momentum, weight_decay=w_weight_decay,
                             grad_clip=grad_clip)
@@ -193,8 +201,18 @@ def darts(model: nn.Module, *, estimator: str = "first_order",
 
     def step(state: DartsState, train_batch: Batch, val_batch: Batch
              ) -> tuple[DartsState, Metrics]:
-        """One search iteration: `arch_step` then `weight_step`, one jitted function."""
-        state, arch_metrics = arch_step(state, train_batch, val_batch)
+        """One search iteration: `arch_step` then `weight_step`, one jitted function
+        (`arch_step` skipped during the first `warmup_steps`)."""
+        if warmup_steps:
+            def skip(state, train_batch, val_batch):
+                zero = jnp.zeros((), jnp.float32)
+                return state, {"lr": schedule(state.step).astype(jnp.float32),
+                               "hypergrad_norm": zero}
+
+            state, arch_metrics = jax.lax.cond(state.step >= warmup_steps, arch_step,
+                                               skip, state, train_batch, val_batch)
+        else:
+            state, arch_metrics = arch_step(state, train_batch, val_batch)
         state, w_metrics = weight_step(state, train_batch)
         return state, {"train_loss": w_metrics["train_loss"],
                        "train_accuracy": w_metrics["train_accuracy"],
