@@ -75,7 +75,8 @@ def _build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--random", type=int, default=8, metavar="N",
                          help="random architectures to retrain (default 8)")
     compare.add_argument("--seeds", default="0,1,2",
-                         help="comma list of training seeds (default 0,1,2)")
+                         help="comma list of training seeds (default 0,1,2); each "
+                         "overrides config.seed")
     compare.add_argument("--random-seed", type=int, default=0,
                          help="seed of the random architectures (default 0)")
 
@@ -156,6 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             seeds = compare.parse_seeds(args.seeds)
             if args.random < 1:
                 parser.error(f"--random must be at least 1 (got {args.random})")
+            if args.random_seed < 0:
+                parser.error(f"--random-seed must be non-negative (got {args.random_seed})")
             config = _load(args.config, overrides)
             genotype = resolve.resolve_architecture(args.genotype)
             from jaxnas import train

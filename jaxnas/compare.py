@@ -11,6 +11,7 @@ two distinct inputs and, per input, an op other than ``none``, drawn uniformly.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from typing import Any, Sequence
@@ -27,8 +28,12 @@ SEARCHED = "searched"
 _TIE = 1e-9  # mean accuracies closer than this are equal (float rounding of k/n)
 
 
-def random_darts_genotype(rng: np.random.Generator, steps: int) -> genotypes.Genotype:
-    """A uniformly random DARTS genotype with `steps` intermediate nodes per cell."""
+def random_darts_genotype(rng: np.random.Generator, steps: int,
+                          normal_concat: Sequence[int] | None = None,
+                          reduce_concat: Sequence[int] | None = None
+                          ) -> genotypes.Genotype:
+    """A uniformly random DARTS genotype with `steps` intermediate nodes per cell; its
+    cells concatenate the given nodes (default: all of them)."""
     ops = [op for op in genotypes.PRIMITIVES if op != "none"]
 
     def cell() -> list[tuple[str, int]]:
@@ -38,13 +43,16 @@ def random_darts_genotype(rng: np.random.Generator, steps: int) -> genotypes.Gen
             edges += [(ops[int(rng.integers(len(ops)))], int(i)) for i in inputs]
         return edges
 
-    concat = list(range(2, 2 + steps))
-    return genotypes.make(cell(), concat, cell(), concat)
+    every = list(range(2, 2 + steps))
+    return genotypes.make(cell(), every if normal_concat is None else normal_concat,
+                          cell(), every if reduce_concat is None else reduce_concat)
 
 
 def random_architectures(architecture: resolve.Architecture, count: int,
                          seed: int) -> list[resolve.Architecture]:
     """`count` random architectures of `architecture`'s space (seeded, reproducible)."""
+    if seed < 0:
+        raise ValueError(f"seed of the random architectures: expected >= 0, got {seed}")
     if count < 0:
         raise ValueError(f"number of random architectures: expected >= 0, got {count}")
     rng = np.random.default_rng(seed)
@@ -54,7 +62,8 @@ def random_architectures(architecture: resolve.Architecture, count: int,
             int(c) for c in rng.integers(chain.NUM_CHOICES, size=layers)))
             for _ in range(count)]
     steps = len(architecture.normal) // 2
-    return [random_darts_genotype(rng, steps) for _ in range(count)]
+    return [random_darts_genotype(rng, steps, architecture.normal_concat,
+                                  architecture.reduce_concat) for _ in range(count)]
 
 
 def parse_seeds(spec: str) -> list[int]:
@@ -66,6 +75,8 @@ def parse_seeds(spec: str) -> list[int]:
         except ValueError:
             raise ValueError(f"--seeds: expected a comma list of integers, got "
                              f"{part!r} in {spec!r}") from None
+    if any(s < 0 for s in seeds):
+        raise ValueError(f"--seeds: seeds must be non-negative, got {spec!r}")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"--seeds: repeated seed in {spec!r}")
     return seeds
@@ -113,8 +124,10 @@ def run(config: ml_collections.ConfigDict, architecture: resolve.Architecture,
         random_seed: int = 0) -> dict[str, Any]:
     """Retrains the searched and `num_random` random architectures for every seed.
 
-    Returns (and writes to ``workdir/comparison.json``) `summarize`'s dict plus the
-    architectures compared.
+    Every seed overrides `config.seed`. Finished runs already in `workdir` are reused
+    after checking that they are of the same architecture and recipe (ValueError, before
+    anything is trained or written, otherwise). Returns (and writes to
+    ``workdir/comparison.json``) `summarize`'s dict plus the architectures compared.
     """
     from jaxnas import train
 
@@ -125,33 +138,60 @@ def run(config: ml_collections.ConfigDict, architecture: resolve.Architecture,
     archs = {SEARCHED: architecture}
     for i, a in enumerate(random_architectures(architecture, num_random, random_seed)):
         archs[f"random{i}"] = a
-    os.makedirs(workdir, exist_ok=True)
     described = {name: resolve.to_json(a) for name, a in archs.items()}
-    runs: dict[str, list[dict[str, Any]]] = {}
-    total, done = len(archs) * len(seeds), 0
+    plan = []
     for name, arch in archs.items():
         for seed in seeds:
+            run_config = ml_collections.ConfigDict(config.to_dict())
+            run_config.seed = int(seed)
             run_dir = os.path.join(workdir, name, f"seed{seed}")
-            path = os.path.join(run_dir, "result.json")
-            if os.path.exists(path):
-                result = wd.read_json(path)
-                if result.get("genotype") != described[name]:
-                    raise ValueError(
-                        f"{run_dir} holds a run of another architecture than {name} "
-                        f"(a different --genotype or --random-seed?); use another "
-                        f"--workdir or remove it")
-            else:
-                run_config = ml_collections.ConfigDict(config.to_dict())
-                run_config.seed = int(seed)
-                result = train.run(run_config, arch, run_dir)
-            runs.setdefault(name, []).append(result)
-            done += 1
-            log.info("[%d/%d] %s seed %d: test accuracy %.4f, loss %.4f", done, total,
-                     name, seed, result["test_accuracy"], result["test_loss"])
-            summary = {**summarize(runs), "kind": kind, "seeds": list(seeds),
-                       "random_seed": random_seed, "genotypes": described}
-            wd.write_json(os.path.join(workdir, "comparison.json"), summary)
+            _check_stored_run(run_dir, name, described[name], run_config)
+            plan.append((name, seed, arch, run_config, run_dir))
+    os.makedirs(workdir, exist_ok=True)
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for done, (name, seed, arch, run_config, run_dir) in enumerate(plan, 1):
+        path = os.path.join(run_dir, "result.json")
+        result = (wd.read_json(path) if os.path.exists(path)
+                  else train.run(run_config, arch, run_dir))
+        runs.setdefault(name, []).append(result)
+        log.info("[%d/%d] %s seed %d: test accuracy %.4f, loss %.4f", done, len(plan),
+                 name, seed, result["test_accuracy"], result["test_loss"])
+        summary = {**summarize(runs), "kind": kind, "seeds": list(seeds),
+                   "random_seed": random_seed, "genotypes": described}
+        wd.write_json(os.path.join(workdir, "comparison.json"), summary)
     return summary
+
+
+def _check_stored_run(run_dir: str, name: str, genotype_json: dict[str, Any],
+                      run_config: ml_collections.ConfigDict) -> None:
+    """ValueError unless a finished run in `run_dir` is of this architecture and recipe
+    (an unfinished one is resumed, or refused, by `train.run` itself)."""
+    result_path = os.path.join(run_dir, "result.json")
+    if not os.path.exists(result_path):
+        return
+    if wd.read_json(result_path).get("genotype") != genotype_json:
+        raise ValueError(f"{run_dir} holds a run of another architecture than {name} (a "
+                         "different --genotype or --random-seed?); use another --workdir "
+                         "or remove it")
+    config_path = os.path.join(run_dir, "config.json")
+    want = json.loads(json.dumps(run_config.to_dict()))
+    stored = wd.read_json(config_path) if os.path.exists(config_path) else None
+    if stored != want:
+        diff = sorted(k for k in set(_flat(stored or {})) | set(_flat(want))
+                      if _flat(stored or {}).get(k) != _flat(want).get(k))
+        raise ValueError(f"{run_dir} was trained with another recipe (config keys "
+                         f"{', '.join(diff[:5]) or 'missing config.json'} differ); use "
+                         "another --workdir or remove it")
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def format_table(summary: dict[str, Any]) -> str:

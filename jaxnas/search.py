@@ -50,7 +50,8 @@ DARTS_RULES = {
     "darts.implicit_iters": C.positive(int),
     "darts.implicit_damping": C.non_negative(),
     "darts.neumann_alpha": C.positive(),
-    "darts.warmup_epochs": C.non_negative(int),
+    "darts.warmup_epochs": C.Rule(lambda v: isinstance(v, int) and not isinstance(v, bool)
+                                  and v >= 0, "a non-negative integer"),
     "optim.w_lr": C.positive(),
     "optim.w_lr_min": C.non_negative(),
     "optim.w_momentum": C.in_range(0.0, 1.0, hi_open=True),

@@ -39,6 +39,11 @@ def test_random_darts_genotypes_valid_uniform_and_seeded():
     # node 3 picks 2 of its 5 inputs: each input with probability 2/5
     for i in range(5):
         assert abs(inputs[(3, i)] / 800 - 0.4) < 0.06
+    # a searched genotype concatenating fewer nodes (model.multiplier < steps) gets
+    # random ones of that space
+    fewer = genotypes.DARTS_V2._replace(normal_concat=(4, 5), reduce_concat=(3, 4, 5))
+    for g in compare.random_architectures(fewer, 3, seed=0):
+        assert g.normal_concat == (4, 5) and g.reduce_concat == (3, 4, 5)
     assert compare.random_architectures(genotypes.DARTS_V2, 5, seed=3) == archs[:5]
     assert compare.random_architectures(genotypes.DARTS_V2, 5, seed=4) != archs[:5]
 
@@ -56,6 +61,8 @@ def test_random_chain_paths_keep_the_space():
     assert compare.random_architectures(arch, 0, seed=0) == []
     with pytest.raises(ValueError, match="expected >= 0, got -1"):
         compare.random_architectures(arch, -1, seed=0)
+    with pytest.raises(ValueError, match="random architectures: expected >= 0, got -2"):
+        compare.random_architectures(arch, 1, seed=-2)
 
 
 def test_summary_ranks_the_searched_architecture():
@@ -84,6 +91,8 @@ def test_parse_seeds():
         compare.parse_seeds("0,x")
     with pytest.raises(ValueError, match="repeated"):
         compare.parse_seeds("1,1")
+    with pytest.raises(ValueError, match="non-negative, got '0,-1'"):
+        compare.parse_seeds("0,-1")
 
 
 def _compare(tmp_path, data_dir, *extra):
@@ -103,6 +112,8 @@ def test_compare_cli_bad_arguments_named(tmp_path, digits_data_dir):
     assert proc.returncode == 2 and "--random must be at least 1 (got 0)" in proc.stderr
     proc = _compare(tmp_path, digits_data_dir, "--seeds", "0,a")
     assert proc.returncode == 2 and "'a'" in proc.stderr
+    proc = _compare(tmp_path, digits_data_dir, "--random-seed", "-1")
+    assert proc.returncode == 2 and "--random-seed must be non-negative" in proc.stderr
     proc = _compare(tmp_path, digits_data_dir, "--config.model.channels=4")
     assert proc.returncode == 2 and "model.channels" in proc.stderr
 
@@ -128,8 +139,15 @@ def test_compare_end_to_end_and_resumes(tmp_path, digits_data_dir):
     assert json.load(open(tmp_path / "cmp" / "comparison.json")) == out
     assert {p: os.path.getmtime(p) for p in before} == before
     assert "rank" in proc.stdout
-    # the same workdir with other random architectures is refused, naming the run
+    # the same workdir with other random architectures, or another recipe, is refused
+    # before anything is trained or written
     proc = _compare(tmp_path, digits_data_dir, "--random", "1", "--seeds", "0,1",
                     "--random-seed", "5")
     assert proc.returncode == 2 and "random0" in proc.stderr
     assert "another architecture" in proc.stderr
+    proc = _compare(tmp_path, digits_data_dir, "--random", "1", "--seeds", "0,1",
+                    "--config.num_steps=3")
+    assert proc.returncode == 2 and "another recipe" in proc.stderr
+    assert "num_steps" in proc.stderr
+    assert json.load(open(tmp_path / "cmp" / "comparison.json")) == out
+    assert {p: os.path.getmtime(p) for p in before} == before

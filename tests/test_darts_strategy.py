@@ -142,13 +142,13 @@ def test_unknown_estimator_is_rejected_with_the_allowed_names():
 
 
 def test_warmup_trains_the_weights_only_then_the_full_step():
-    """During the first `warmup_steps` a step is exactly `weight_step` (alphas and
-    their optimiser untouched); from then on exactly `arch_step` then `weight_step`."""
+    """During the first `warmup_steps` a step is `weight_step` (alphas and their
+    optimiser untouched); from then on `arch_step` then `weight_step`."""
     plain, warm = _strategy(), _strategy(warmup_steps=2)
     weight_step = jax.jit(plain.parts["weight_step"])
     arch_step = jax.jit(plain.parts["arch_step"])
     step = jax.jit(warm.step)
-    state = want = warm.init(jax.random.key(4), TRAIN["image"])
+    state = want = init = warm.init(jax.random.key(4), TRAIN["image"])
     for i in range(4):
         state, metrics = step(state, TRAIN, VAL)
         if i < 2:
@@ -157,11 +157,12 @@ def test_warmup_trains_the_weights_only_then_the_full_step():
         else:
             want, _ = weight_step(arch_step(want, TRAIN, VAL)[0], TRAIN)
             assert float(metrics["hypergrad_norm"]) > 0.0
-        jax.tree.map(np.testing.assert_array_equal, state, want)
-    init = warm.init(jax.random.key(4), TRAIN["image"])
-    after_warmup = jax.jit(warm.step)(jax.jit(warm.step)(init, TRAIN, VAL)[0],
-                                      TRAIN, VAL)[0]
-    jax.tree.map(np.testing.assert_array_equal, after_warmup.alphas, init.alphas)
+        # the same operations, compiled as one program or as two: equal up to rounding
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6,
+                                                             atol=1e-7), state, want)
+        if i < 2:  # ...and in the warm-up the alphas and their Adam state not touched
+            jax.tree.map(np.testing.assert_array_equal, (state.alphas, state.a_opt),
+                         (init.alphas, init.a_opt))
     assert not np.array_equal(state.alphas["normal"], init.alphas["normal"])
     with pytest.raises(ValueError, match="warmup_steps=-1"):
         _strategy(warmup_steps=-1)
