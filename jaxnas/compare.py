@@ -173,25 +173,19 @@ def _check_stored_run(run_dir: str, name: str, genotype_json: dict[str, Any],
         raise ValueError(f"{run_dir} holds a run of another architecture than {name} (a "
                          "different --genotype or --random-seed?); use another --workdir "
                          "or remove it")
+    from jaxnas.runners import common
+
     config_path = os.path.join(run_dir, "config.json")
-    want = json.loads(json.dumps(run_config.to_dict()))
-    stored = wd.read_json(config_path) if os.path.exists(config_path) else None
-    if stored != want:
-        diff = sorted(k for k in set(_flat(stored or {})) | set(_flat(want))
-                      if _flat(stored or {}).get(k) != _flat(want).get(k))
+    if not os.path.exists(config_path):
+        raise ValueError(f"{run_dir} has a result.json but no config.json, so its recipe "
+                         "cannot be checked; use another --workdir or remove it")
+    stored = common.flatten(wd.read_json(config_path))
+    want = common.flatten(json.loads(json.dumps(run_config.to_dict())))
+    diff = sorted(k for k in set(stored) | set(want) if stored.get(k) != want.get(k))
+    if diff:
         raise ValueError(f"{run_dir} was trained with another recipe (config keys "
-                         f"{', '.join(diff[:5]) or 'missing config.json'} differ); use "
-                         "another --workdir or remove it")
-
-
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
+                         f"{', '.join(diff[:5])} differ); use another --workdir or "
+                         "remove it")
 
 
 def format_table(summary: dict[str, Any]) -> str:

@@ -51,11 +51,12 @@ def record_config(config: ml_collections.ConfigDict, workdir: str, *, enabled: b
         wd.write_json(os.path.join(workdir, "config.json"), config.to_dict())
 
 
-def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested mapping (a config as JSON) as {"a.b.c": value}."""
     out = {}
     for k, v in d.items():
         if isinstance(v, Mapping):
-            out.update(_flatten(v, f"{prefix}{k}."))
+            out.update(flatten(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
     return out
@@ -63,8 +64,8 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def check_resumable(config: ml_collections.ConfigDict, meta: Mapping[str, Any]) -> None:
     """Refuses to resume a checkpoint written under a config that computes differently."""
-    saved = _flatten(meta.get("config", {}))
-    now = _flatten(json.loads(json.dumps(config.to_dict())))
+    saved = flatten(meta.get("config", {}))
+    now = flatten(json.loads(json.dumps(config.to_dict())))
     differing = sorted(k for k in set(saved) | set(now)
                        if k not in RESUMABLE_KEYS and saved.get(k) != now.get(k))
     if differing:
