@@ -19,7 +19,8 @@ experiments/train_chain_digits.py --workdir runs/fairnas_compare --random 8 --se
 0,1,2,3,4` retrains it and 8 uniformly random paths from scratch (5 seeds each, 345
 steps): test accuracy 0.9811 +- 0.0055 against 0.9763 for the mean random path (0.9724
 to 0.9811), first of 9 (beats 7, ties 1); test loss 0.070 against 0.070 (one seed's
-0.127). 297 test images: one image is 0.0034. With 15 epochs (345 steps) the supernet
+0.127; experiments/results/fairnas_digits_vs_random_seed0.json). 297 test images: one
+image is 0.0034. With 15 epochs (345 steps) the supernet
 is undertrained (fitness 0.90, test accuracy of the inherited weights 0.93) and its
 pick, [4, 2, 3, 3, 4, 0], retrained to 0.9764 (5 seeds), below the mean of 8 other
 random paths (0.9775).
