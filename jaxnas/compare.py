@@ -20,6 +20,7 @@ import ml_collections
 import numpy as np
 
 from jaxnas import workdir as wd
+from jaxnas.runners import common
 from jaxnas.spaces import chain, genotypes, resolve
 
 log = logging.getLogger("jaxnas")
@@ -173,8 +174,6 @@ def _check_stored_run(run_dir: str, name: str, genotype_json: dict[str, Any],
         raise ValueError(f"{run_dir} holds a run of another architecture than {name} (a "
                          "different --genotype or --random-seed?); use another --workdir "
                          "or remove it")
-    from jaxnas.runners import common
-
     config_path = os.path.join(run_dir, "config.json")
     if not os.path.exists(config_path):
         raise ValueError(f"{run_dir} has a result.json but no config.json, so its recipe "
