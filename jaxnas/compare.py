@@ -5,8 +5,8 @@ random architectures of the same space are each retrained from scratch with the 
 recipe, for every seed given, and compared on test accuracy and loss. Every run is an
 ordinary `jaxnas train` work directory (``DIR/<name>/seed<s>``), so an interrupted
 comparison resumes where it stopped; ``DIR/comparison.json`` is rewritten after every
-run. Random DARTS genotypes follow the DARTS paper's random baseline: for each node,
-two distinct inputs and, per input, an op other than ``none``, drawn uniformly.
+run. Random architectures are their space's (`jaxnas.spaces`); random DARTS genotypes
+follow the DARTS paper's random baseline.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from typing import Any, Sequence
 import ml_collections
 import numpy as np
 
+from jaxnas import spaces
 from jaxnas import workdir as wd
 from jaxnas.runners import common
-from jaxnas.spaces import chain, genotypes, resolve
 
 log = logging.getLogger("jaxnas")
 
@@ -29,42 +29,11 @@ SEARCHED = "searched"
 _TIE = 1e-9  # mean accuracies closer than this are equal (float rounding of k/n)
 
 
-def random_darts_genotype(rng: np.random.Generator, steps: int,
-                          normal_concat: Sequence[int] | None = None,
-                          reduce_concat: Sequence[int] | None = None
-                          ) -> genotypes.Genotype:
-    """A uniformly random DARTS genotype with `steps` intermediate nodes per cell; its
-    cells concatenate the given nodes (default: all of them)."""
-    ops = [op for op in genotypes.PRIMITIVES if op != "none"]
-
-    def cell() -> list[tuple[str, int]]:
-        edges = []
-        for node in range(steps):
-            inputs = sorted(rng.choice(node + 2, size=2, replace=False).tolist())
-            edges += [(ops[int(rng.integers(len(ops)))], int(i)) for i in inputs]
-        return edges
-
-    every = list(range(2, 2 + steps))
-    return genotypes.make(cell(), every if normal_concat is None else normal_concat,
-                          cell(), every if reduce_concat is None else reduce_concat)
-
-
-def random_architectures(architecture: resolve.Architecture, count: int,
-                         seed: int) -> list[resolve.Architecture]:
-    """`count` random architectures of `architecture`'s space (seeded, reproducible)."""
-    if seed < 0:
-        raise ValueError(f"seed of the random architectures: expected >= 0, got {seed}")
-    if count < 0:
-        raise ValueError(f"number of random architectures: expected >= 0, got {count}")
-    rng = np.random.default_rng(seed)
-    if isinstance(architecture, chain.ChainGenotype):
-        layers = len(architecture.path)
-        return [architecture._replace(path=tuple(
-            int(c) for c in rng.integers(chain.NUM_CHOICES, size=layers)))
-            for _ in range(count)]
-    steps = len(architecture.normal) // 2
-    return [random_darts_genotype(rng, steps, architecture.normal_concat,
-                                  architecture.reduce_concat) for _ in range(count)]
+def random_architectures(architecture: Any, count: int, seed: int) -> list[Any]:
+    """`count` random architectures of `architecture`'s space (seeded, reproducible):
+    its space's `random`, with the settings the architecture carries (a DARTS
+    genotype's concatenated nodes, a chain genotype's geometry and classes)."""
+    return spaces.space_of(architecture).random(seed, count)
 
 
 def parse_seeds(spec: str) -> list[int]:
@@ -120,7 +89,7 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     return summary
 
 
-def run(config: ml_collections.ConfigDict, architecture: resolve.Architecture,
+def run(config: ml_collections.ConfigDict, architecture: Any,
         workdir: str, *, num_random: int, seeds: Sequence[int],
         random_seed: int = 0) -> dict[str, Any]:
     """Retrains the searched and `num_random` random architectures for every seed.
@@ -134,12 +103,13 @@ def run(config: ml_collections.ConfigDict, architecture: resolve.Architecture,
 
     if not seeds:
         raise ValueError("seeds: expected at least one")
-    kind = resolve.kind(architecture)
+    space = spaces.space_of(architecture)
+    kind = space.name
     train.validate_config(config, kind)
     archs = {SEARCHED: architecture}
     for i, a in enumerate(random_architectures(architecture, num_random, random_seed)):
         archs[f"random{i}"] = a
-    described = {name: resolve.to_json(a) for name, a in archs.items()}
+    described = {name: space.to_json(a) for name, a in archs.items()}
     plan = []
     for name, arch in archs.items():
         for seed in seeds:

@@ -8,8 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxnas.networks import chain as net_lib
 from jaxnas.spaces import chain as space_lib
 from jaxnas.supernet import chain as sn
+from jaxnas.supernet import chain_kernels as ck
 
 SPACE = space_lib.ChainSpace(stem_channels=4, widths=(4, 6), depths=(2, 1),
                              strides=(1, 2), head_channels=8, in_channels=1)
@@ -65,7 +67,7 @@ def test_parameter_count_of_a_path_by_hand():
 
 @pytest.mark.parametrize("path", PATHS)
 def test_parameter_count_equals_the_discrete_network(path):
-    net = sn.build_path_network(SPACE, path, CLASSES)
+    net = net_lib.build_path_network(SPACE, path, CLASSES)
     shapes = jax.eval_shape(net.init, jax.random.key(0), X)
     assert sn.count_variables(shapes["params"]) == space_lib.count_params(
         SPACE, path, CLASSES)
@@ -76,15 +78,15 @@ def test_depthwise_implementations_agree():
     for k in (3, 7):
         w = jax.random.normal(jax.random.key(k), (k * k, 5))
         for stride in (1, 2):
-            ref = sn.depthwise(x, w, k, stride, "lax")
+            ref = ck.depthwise(x, w, k, stride, "lax")
             for impl in ("slices", "taps", "toeplitz"):
-                np.testing.assert_allclose(sn.depthwise(x, w, k, stride, impl), ref,
+                np.testing.assert_allclose(ck.depthwise(x, w, k, stride, impl), ref,
                                            rtol=1e-5, atol=1e-5)
             # the hand-written VJP of "slices" against autodiff of the grouped conv
             ct = jnp.cos(ref)
-            ga = jax.grad(lambda x, w: jnp.sum(sn.depthwise(x, w, k, stride, "slices") * ct),
+            ga = jax.grad(lambda x, w: jnp.sum(ck.depthwise(x, w, k, stride, "slices") * ct),
                           (0, 1))(x, w)
-            gb = jax.grad(lambda x, w: jnp.sum(sn.depthwise(x, w, k, stride, "lax") * ct),
+            gb = jax.grad(lambda x, w: jnp.sum(ck.depthwise(x, w, k, stride, "lax") * ct),
                           (0, 1))(x, w)
             for a, b in zip(ga, gb):
                 np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
@@ -105,7 +107,7 @@ def test_padded_supernet_equals_switch_and_the_discrete_network(supernet):
     for path in PATHS:
         p = jnp.asarray(path, jnp.int32)
         (a, ua), (b, ub), ea = supernets(p)
-        net = sn.build_path_network(SPACE, path, CLASSES)
+        net = net_lib.build_path_network(SPACE, path, CLASSES)
         dv = sn.extract_path_variables(SPACE, variables, path)
         (c, uc), ec = jax.jit(lambda v: (net.apply(v, X, mutable=["batch_stats"]),
                                          net.apply(v, X, train=False)))(dv)
@@ -172,7 +174,7 @@ def test_one_compilation_serves_every_path_and_vmap_equals_a_loop(supernet):
     for i, single in enumerate(singles):
         np.testing.assert_allclose(many[i], single, rtol=1e-5, atol=1e-6)
     # a one-hot path is reduced to the same indices before anything else runs
-    np.testing.assert_array_equal(sn.as_indices(jax.nn.one_hot(paths, 6)[0]),
+    np.testing.assert_array_equal(ck.as_indices(jax.nn.one_hot(paths, 6)[0]),
                                   paths[0])
 
 

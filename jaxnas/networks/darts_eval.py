@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxnas.networks import param_count
 from jaxnas.spaces import genotypes
 from jaxnas.spaces.genotypes import Genotype
 from jaxnas.spaces.ops import (OPS, FactorizedReduce, Identity, ReLUConvBN,
@@ -170,8 +170,3 @@ def count_parameters(genotype: Genotype, channels: int, layers: int,
     init = functools.partial(model.init, train=False)
     shapes = jax.eval_shape(init, jax.random.key(0), images)
     return param_count(shapes["params"])
-
-
-def param_count(params: Any) -> int:
-    """Entries of a (concrete or abstract) params pytree."""
-    return sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(params))

@@ -19,9 +19,11 @@ space, its layers and the exact parameter count of any path.
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
+
+from jaxnas.spaces import base
 
 
 class Choice(NamedTuple):
@@ -38,6 +40,8 @@ class Choice(NamedTuple):
 # The FairNAS / ProxylessNAS candidates, in a fixed order (path values index this).
 CHOICES: tuple[Choice, ...] = tuple(Choice(k, e) for k in (3, 5, 7) for e in (3, 6))
 CHOICE_NAMES: tuple[str, ...] = tuple(c.name for c in CHOICES)
+# Deprecated: read a space's `num_choices` (per layer) instead.  Kept while
+# strategies/oneshot.py, runners/oneshot.py and benchmarks/ still read it.
 NUM_CHOICES = len(CHOICES)
 MAX_KERNEL = max(c.kernel for c in CHOICES)
 MAX_EXPANSION = max(c.expansion for c in CHOICES)
@@ -98,7 +102,7 @@ class ChainSpace:
     @property
     def num_choices(self) -> tuple[int, ...]:
         """Per-layer choice counts (the `regularized_evolution` argument)."""
-        return (NUM_CHOICES,) * self.num_layers
+        return (len(CHOICES),) * self.num_layers
 
     def layers(self) -> tuple[LayerSpec, ...]:
         """The searchable layers in order."""
@@ -170,9 +174,10 @@ def param_table(space: ChainSpace, num_classes: int) -> tuple[int, np.ndarray]:
 def check_path(space: ChainSpace, path: Sequence[int]) -> tuple[int, ...]:
     """The path as a tuple of ints, after checking its length and values."""
     values = tuple(int(v) for v in np.asarray(path).reshape(-1))
-    if len(values) != space.num_layers or not all(0 <= v < NUM_CHOICES for v in values):
+    k = len(CHOICES)
+    if len(values) != space.num_layers or not all(0 <= v < k for v in values):
         raise ValueError(f"a path needs {space.num_layers} choice indices in "
-                         f"[0, {NUM_CHOICES}), got {list(values)}")
+                         f"[0, {k}), got {list(values)}")
     return values
 
 
@@ -240,3 +245,113 @@ def chain_genotype_from_json(obj: dict) -> ChainGenotype:
     except (KeyError, TypeError) as e:
         raise ValueError(f"malformed chain genotype ({type(e).__name__}: {e}); "
                          "expected keys type, path, space, num_classes") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class ChainSearchSpace:
+    """The chain space behind the space protocol (`jaxnas.spaces.base`).
+
+    `space` is the geometry (a `ChainSpace` or a name of `SPACES`), `num_classes` the
+    classifier's width.  Discrete architectures are `ChainGenotype`s; continuous ones
+    f32[L, K] logits, one row per searchable layer.
+    """
+
+    space: ChainSpace | str = "cifar"
+    num_classes: int = 10
+    init_scale: float = 1e-3
+
+    name = "chain"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.space, str):
+            if self.space not in SPACES:
+                raise ValueError(f"unknown chain space {self.space!r}: expected one of "
+                                 f"{', '.join(SPACES)} or a ChainSpace")
+            object.__setattr__(self, "space", SPACES[self.space]())
+
+    @property
+    def num_choices(self) -> tuple[int, ...]:
+        """Per-layer choice counts."""
+        return self.space.num_choices
+
+    def init_arch(self, key: Any) -> Any:
+        """``init_scale * N(0, 1)`` logits f32[L, K]."""
+        import jax
+
+        shape = (self.space.num_layers, max(self.num_choices))
+        return self.init_scale * jax.random.normal(key, shape)
+
+    def derive(self, weights: Any) -> ChainGenotype:
+        """Each layer's strongest choice (the first, on ties)."""
+        w = np.asarray(weights)
+        if w.shape != (self.space.num_layers, max(self.num_choices)):
+            raise ValueError(f"derive: weights have shape {w.shape}, expected "
+                             f"({self.space.num_layers}, {max(self.num_choices)})")
+        return self.validate(ChainGenotype(self.space, tuple(np.argmax(w, axis=-1)),
+                                           self.num_classes))
+
+    def random(self, key_or_rng: Any, n: int) -> list[ChainGenotype]:
+        """`n` paths with every layer's choice drawn uniformly, one after the other."""
+        n = base.check_count(n)
+        rng = base.rng_of(key_or_rng)
+        k, layers = max(self.num_choices), self.space.num_layers
+        return [ChainGenotype(self.space,
+                              tuple(int(c) for c in rng.integers(k, size=layers)),
+                              self.num_classes) for _ in range(n)]
+
+    def to_json(self, arch: ChainGenotype) -> dict:
+        return arch.to_json()
+
+    def from_json(self, d: Mapping[str, Any]) -> ChainGenotype:
+        return chain_genotype_from_json(dict(d))
+
+    def describe(self, arch: ChainGenotype) -> str:
+        """``mb_k3_e6 mb_k7_e3 ...`` (one block name per searchable layer)."""
+        return arch.describe()
+
+    def validate(self, arch: ChainGenotype) -> ChainGenotype:
+        return arch._replace(path=check_path(arch.space, arch.path),
+                             num_classes=int(arch.num_classes))
+
+    def num_params(self, arch: ChainGenotype, *, num_classes: int | None = None) -> int:
+        """Exact parameters of the path's discrete network (`count_params`)."""
+        return count_params(arch.space, arch.path,
+                            arch.num_classes if num_classes is None else num_classes)
+
+    def network(self, arch: ChainGenotype, *, num_classes: int, model: Any) -> Any:
+        """The discrete `jaxnas.networks.chain.ChainNet` (``model``: bn_momentum)."""
+        from jaxnas.networks.chain import build_path_network
+
+        return build_path_network(arch.space, arch.path, num_classes,
+                                  bn_momentum=model.bn_momentum)
+
+    def trainer_options(self, model: Any) -> dict[str, Any]:
+        """None: no auxiliary head, no drop path."""
+        return {}
+
+    def check_data(self, arch: ChainGenotype, *, name: str, num_classes: int,
+                   image_shape: Sequence[int]) -> None:
+        """A chain genotype records its input channels and classes: they must match."""
+        if arch.space.in_channels != image_shape[-1]:
+            raise ValueError(f"the chain genotype takes {arch.space.in_channels}-channel "
+                             f"images, but {name} has {image_shape[-1]}")
+        if arch.num_classes != num_classes:
+            raise ValueError(f"the chain genotype has {arch.num_classes} classes, but "
+                             f"{name} has {num_classes}")
+
+    @classmethod
+    def of(cls, arch: Any) -> "ChainSearchSpace | None":
+        if not isinstance(arch, ChainGenotype):
+            return None
+        return cls(arch.space, arch.num_classes)
+
+    @staticmethod
+    def reads_json(obj: Any) -> bool:
+        return is_chain_json(obj)
+
+    @staticmethod
+    def arch_from_json(obj: Any) -> ChainGenotype:
+        return chain_genotype_from_json(obj)
+
+
+base.register("chain", ChainSearchSpace)
