@@ -122,7 +122,7 @@ def test_env_var_sets_default_data_dir(monkeypatch, tmp_path):
 
 
 def test_losing_a_preparation_race_is_harmless(monkeypatch, tmp_path):
-    build = data._build_digits
+    build = data.prepare._build_digits
     raced = []
 
     def build_then_lose(directory):
@@ -132,7 +132,7 @@ def test_losing_a_preparation_race_is_harmless(monkeypatch, tmp_path):
             raced[0] = data.prepare_digits(tmp_path)
         return built
 
-    monkeypatch.setattr(data, "_build_digits", build_then_lose)
+    monkeypatch.setattr(data.prepare, "_build_digits", build_then_lose)
     path = data.prepare_digits(tmp_path)
     assert raced == [path]
     assert sorted(os.listdir(tmp_path)) == ["jaxnas_digits"]  # temp dirs removed
