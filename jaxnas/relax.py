@@ -1,0 +1,178 @@
+"""Architecture relaxations: how continuous architecture parameters become the op weights a
+supernet takes (softmax, Gumbel-softmax, sigmoid, Dirichlet), with optional penalty terms.
+
+Two layers:
+
+* contract functions over arrays or pytrees of arrays, acting on the last (op) axis of every
+  leaf: `softmax`, `gumbel_softmax`, `sigmoid`, `dirichlet`;
+* `Relaxation` values, one signature for all: ``weights(key, alphas, step) -> op weights``
+  (what a search step feeds the supernet), ``penalty(alphas, step) -> scalar`` added to the
+  architecture objective (None: no term), and ``expected(alphas) -> op weights``, the
+  deterministic weights used to evaluate the supernet and to derive the discrete
+  architecture. The bilevel core (`jaxnas.strategies.bilevel`) takes one;
+  `get(name, **settings)` looks one up by name.
+
+Random relaxations draw one independent sample per leaf: a pytree of several leaves splits
+`key` once per leaf (in leaf order); a single array uses `key` itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional, Protocol
+
+import jax
+import jax.numpy as jnp
+
+from jaxnas.types import Array, PyTree
+
+Schedule = Callable[[Array], Array]
+
+
+# ------------------------------------------------------------------ contract functions
+
+
+def softmax(alphas: PyTree) -> PyTree:
+    """DARTS: softmax over the last axis of every leaf."""
+    return jax.tree.map(lambda a: jax.nn.softmax(a, axis=-1), alphas)
+
+
+def sigmoid(alphas: PyTree) -> PyTree:
+    """FairDARTS: an independent sigmoid per op (an edge's weights need not sum to 1)."""
+    return jax.tree.map(jax.nn.sigmoid, alphas)
+
+
+def _leaf_keys(key: Array, tree: PyTree) -> PyTree:
+    """One key per leaf of `tree`: `key` itself for a single leaf, else a split."""
+    leaves, treedef = jax.tree.flatten(tree)
+    keys = [key] if len(leaves) == 1 else list(jax.random.split(key, len(leaves)))
+    return jax.tree.unflatten(treedef, keys)
+
+
+def _gumbel_leaf(key: Array, logits: Array, tau: Any, hard: bool) -> Array:
+    noise = jax.random.gumbel(key, logits.shape, logits.dtype)
+    soft = jax.nn.softmax((logits + noise) / tau, axis=-1)
+    if not hard:
+        return soft
+    index = jnp.argmax(soft, axis=-1)
+    one_hot = jax.nn.one_hot(index, logits.shape[-1], dtype=soft.dtype)
+    # Straight-through: `soft - stop_gradient(soft)` is exactly 0 in value (x - x), so the
+    # value is the one-hot to the bit, while the gradient is that of the soft sample.
+    return one_hot + (soft - jax.lax.stop_gradient(soft))
+
+
+def gumbel_softmax(key: Array, logits: PyTree, *, tau: Any, hard: bool = False) -> PyTree:
+    """softmax((logits + Gumbel noise) / tau) over the last axis of every leaf.
+
+    hard=True (GDAS): the one-hot of that same sample's argmax in value, with the soft
+    sample's gradient (straight-through). `tau` may be a traced scalar (an annealed
+    temperature); it must be > 0.
+    """
+    return jax.tree.map(lambda k, a: _gumbel_leaf(k, a, tau, hard),
+                        _leaf_keys(key, logits), logits)
+
+
+def concentration(alphas: PyTree) -> PyTree:
+    """DrNAS' Dirichlet concentration elu(alphas) + 1 (> 0 everywhere)."""
+    return jax.tree.map(lambda a: jax.nn.elu(a) + 1.0, alphas)
+
+
+def dirichlet(key: Array, alphas: PyTree) -> PyTree:
+    """DrNAS: a sample of Dirichlet(elu(alphas) + 1) over the last axis of every leaf.
+
+    Reparameterised: `jax.random.dirichlet` normalises Gamma draws whose gradient in the
+    concentration is the implicit-reparameterisation (pathwise) one, so gradients flow from
+    the sample to `alphas`.
+    """
+    return jax.tree.map(lambda k, c: jax.random.dirichlet(k, c, dtype=c.dtype),
+                        _leaf_keys(key, alphas), concentration(alphas))
+
+
+def dirichlet_mean(alphas: PyTree) -> PyTree:
+    """The mean of Dirichlet(elu(alphas) + 1): the concentration over its sum."""
+    return jax.tree.map(lambda c: c / jnp.sum(c, axis=-1, keepdims=True),
+                        concentration(alphas))
+
+
+# ---------------------------------------------------------------------- relaxation values
+
+
+class WeightsFn(Protocol):
+    def __call__(self, key: Array, alphas: PyTree, step: Array) -> PyTree: ...
+
+
+class PenaltyFn(Protocol):
+    def __call__(self, alphas: PyTree, step: Array) -> Array: ...
+
+
+class Relaxation(NamedTuple):
+    """Architecture parameters -> op weights, as the bilevel core uses them.
+
+    weights(key, alphas, step): the op weights of a search step (may be random; `step` lets
+      a temperature anneal); penalty(alphas, step): a scalar added to the architecture
+      objective, or None; expected(alphas): deterministic weights for evaluation and
+      derivation.
+    """
+
+    weights: WeightsFn
+    expected: Callable[[PyTree], PyTree]
+    penalty: Optional[PenaltyFn] = None
+
+
+def _constant(value: Any) -> Schedule:
+    return value if callable(value) else (lambda _: jnp.asarray(value, jnp.float32))
+
+
+def softmax_relaxation() -> Relaxation:
+    """DARTS: deterministic softmax weights, no penalty."""
+    return Relaxation(weights=lambda key, alphas, step: softmax(alphas), expected=softmax)
+
+
+def gumbel_relaxation(tau: Schedule | float = 1.0, *, hard: bool = False) -> Relaxation:
+    """GDAS (hard=True) / SNAS (hard=False): a Gumbel-softmax sample per step at temperature
+    `tau` (a constant or a schedule of the step); evaluation and derivation use softmax."""
+    if not callable(tau) and not tau > 0:
+        raise ValueError(f"tau={tau!r}: expected a temperature > 0")
+    tau_fn = _constant(tau)
+    return Relaxation(
+        weights=lambda key, alphas, step: gumbel_softmax(key, alphas, tau=tau_fn(step),
+                                                         hard=hard),
+        expected=softmax)
+
+
+def zero_one_penalty(weight: float) -> PenaltyFn:
+    """FairDARTS' zero-one loss: -weight * mean((sigmoid(a) - 0.5)^2) over every op weight,
+    pushing each sigmoid towards 0 or 1."""
+    def penalty(alphas: PyTree, step: Array) -> Array:
+        del step
+        leaves = [jnp.ravel(jax.nn.sigmoid(a)) for a in jax.tree.leaves(alphas)]
+        return -weight * jnp.mean((jnp.concatenate(leaves) - 0.5) ** 2)
+
+    return penalty
+
+
+def sigmoid_relaxation(zero_one_weight: float = 0.0) -> Relaxation:
+    """FairDARTS: independent sigmoids, plus the zero-one penalty when its weight is > 0."""
+    penalty = zero_one_penalty(zero_one_weight) if zero_one_weight else None
+    return Relaxation(weights=lambda key, alphas, step: sigmoid(alphas), expected=sigmoid,
+                      penalty=penalty)
+
+
+def dirichlet_relaxation() -> Relaxation:
+    """DrNAS: a reparameterised Dirichlet sample per step; evaluation by its mean."""
+    return Relaxation(weights=lambda key, alphas, step: dirichlet(key, alphas),
+                      expected=dirichlet_mean)
+
+
+RELAXATIONS: dict[str, Callable[..., Relaxation]] = {
+    "softmax": softmax_relaxation,
+    "gumbel": gumbel_relaxation,
+    "sigmoid": sigmoid_relaxation,
+    "dirichlet": dirichlet_relaxation,
+}
+
+
+def get(name: str, **settings: Any) -> Relaxation:
+    """The relaxation registered as `name`, built with `settings`."""
+    if name not in RELAXATIONS:
+        raise ValueError(f"relaxation {name!r}: expected one of {', '.join(RELAXATIONS)}")
+    return RELAXATIONS[name](**settings)
