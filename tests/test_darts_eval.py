@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from jaxnas.networks import darts_eval
-from jaxnas.spaces import genotypes
+from jaxnas.spaces import genotypes, ops
 
 
 def _key(seed: int) -> jax.Array:
@@ -148,3 +148,104 @@ def test_invalid_genotype_is_refused():
     bad = genotypes.DARTS_V2._replace(normal_concat=(2, 3, 9))
     with pytest.raises(ValueError, match="normal_concat"):
         darts_eval.count_parameters(bad, 4, 3)
+
+
+# ----------------------------------------------------------------------------------
+# NetworkCIFAR's wiring against an independent loop over the genotype's ops.
+
+
+def _bn_eval(x, params, stats):
+    return ((x - stats["mean"]) / jnp.sqrt(stats["var"] + 1e-5) * params["scale"]
+            + params["bias"])
+
+
+def _op(name, stride, c, params, stats, x):
+    """One genotype op as DARTS defines it; parameter-free ops written out here."""
+    if name == "none":
+        return jnp.zeros_like(x[:, ::stride, ::stride, :])
+    if name == "skip_connect" and stride == 1:
+        return x
+    if name == "max_pool_3x3":
+        return ops.max_pool_3x3(x, stride)
+    if name == "avg_pool_3x3":
+        return ops.avg_pool_3x3(x, stride)
+    module = (ops.FactorizedReduce(c, c) if name == "skip_connect"
+              else ops.OPS[name](c, stride, True))
+    return module.apply({"params": params, "batch_stats": stats}, x, False)
+
+
+def _reference_forward(variables, x, genotype, C, layers):
+    """DARTS' NetworkCIFAR.forward (eval mode, no auxiliary head) as a plain loop over
+    the genotype, reading the network's parameters by their names."""
+    P, S = variables["params"], variables["batch_stats"]
+    s = jax.lax.conv_general_dilated(x, P["stem_conv"]["kernel"], (1, 1),
+                                     ((1, 1), (1, 1)),
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    s0 = s1 = _bn_eval(s, P["stem_bn"], S["stem_bn"])
+    c, reduction_prev = C, False
+    for i in range(layers):
+        reduction = i in (layers // 3, 2 * layers // 3)
+        c = 2 * c if reduction else c
+        p, st = P[f"cell{i}"], S[f"cell{i}"]
+
+        def pre(name, module, inp):
+            return module.apply({"params": p[name], "batch_stats": st[name]}, inp, False)
+
+        states = [pre("preprocess0", ops.FactorizedReduce(s0.shape[-1], c)
+                      if reduction_prev else ops.ReLUConvBN(s0.shape[-1], c, 1, 1, 0),
+                      s0),
+                  pre("preprocess1", ops.ReLUConvBN(s1.shape[-1], c, 1, 1, 0), s1)]
+        edges, concat = ((genotype.reduce, genotype.reduce_concat) if reduction
+                         else (genotype.normal, genotype.normal_concat))
+        for node in range(len(edges) // 2):
+            total = 0.0
+            for e in (2 * node, 2 * node + 1):
+                name, source = edges[e]
+                stride = 2 if reduction and source < 2 else 1
+                total = total + _op(name, stride, c, p.get(f"op{e}", {}),
+                                    st.get(f"op{e}", {}), states[source])
+            states.append(total)
+        s0, s1 = s1, jnp.concatenate([states[k] for k in concat], axis=-1)
+        reduction_prev = reduction
+    pooled = s1.mean(axis=(1, 2))
+    return pooled @ P["classifier"]["kernel"] + P["classifier"]["bias"]
+
+
+def _miswire(genotype, cell, edge, new):
+    edges = list(getattr(genotype, cell))
+    edges[edge] = new
+    return genotype._replace(**{cell: tuple(edges)})
+
+
+def test_forward_matches_a_loop_over_the_genotype_ops():
+    """Every op reads the state its genotype edge names, at the right stride, and
+    cells, preprocessing, concatenation and classifier are wired as in DARTS; a
+    miswired parameter-free op (a pooling or skip edge reading another state, or
+    another parameter-free op) changes the output."""
+    C, layers = 4, 5  # reductions at cells 1 and 3, normal cells after each
+    model = darts_eval.NetworkCIFAR(C, 10, layers, False, TINY)
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(size=(2, 16, 16, 3)), jnp.float32)
+    variables = jax.jit(model.init, static_argnames="train")(_key(5), x, train=False)
+    # non-trivial BatchNorm statistics and affine terms, so that every one matters
+    def perturb(where, a):
+        var = jax.tree_util.keystr(where).endswith("'var']")
+        noise = rng.uniform(0.5, 1.5, a.shape) if var else 0.1 * rng.normal(size=a.shape)
+        return jnp.asarray(noise, jnp.float32)
+
+    stats = jax.tree_util.tree_map_with_path(perturb, variables["batch_stats"])
+    params = jax.tree.map(lambda a: a + 0.1 * jnp.asarray(rng.normal(size=a.shape),
+                                                          jnp.float32),
+                          variables["params"])
+    variables = {"params": params, "batch_stats": stats}
+    logits, _ = jax.jit(lambda v, x: model.apply(v, x, False))(variables, x)
+    want = _reference_forward(variables, x, TINY, C, layers)
+    np.testing.assert_allclose(logits, want, rtol=2e-5, atol=2e-5)
+    # the reference is sensitive to the wiring of parameter-free ops
+    for wrong in (_miswire(TINY, "normal", 1, ("skip_connect", 0)),   # skip reads s0
+                  _miswire(TINY, "normal", 3, ("max_pool_3x3", 1)),   # pool reads s1
+                  _miswire(TINY, "normal", 3, ("avg_pool_3x3", 0)),   # other pooling
+                  _miswire(TINY, "reduce", 3, ("none", 2)),           # skip dropped
+                  _miswire(TINY, "reduce", 2, ("max_pool_3x3", 2))):  # other pooling
+        other = _reference_forward(variables, x, wrong, C, layers)
+        assert np.max(np.abs(np.asarray(other) - np.asarray(logits))) > 1e-3, wrong
