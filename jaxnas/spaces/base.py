@@ -114,11 +114,7 @@ def from_spec(spec: str) -> Arch:
     The last registered space that parses specs gives the error message of a spec
     nobody recognises (the DARTS space lists its known names)."""
     if os.path.isfile(spec):
-        try:
-            with open(spec) as f:
-                obj = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"genotype file {spec}: invalid JSON ({e})") from None
+        obj = read_json_file(spec)
         for factory in _REGISTRY.values():
             if factory.reads_json(obj):
                 try:
@@ -138,6 +134,15 @@ def from_spec(spec: str) -> Arch:
         if arch is not None:
             return arch
     raise error or ValueError(f"unknown architecture {spec!r}")
+
+
+def read_json_file(path: str) -> Any:
+    """The decoded JSON of a genotype file; ValueError naming the file otherwise."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"genotype file {path}: invalid JSON ({e})") from None
 
 
 def rng_of(key_or_rng: Any) -> np.random.Generator:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import ast
-import json
 import os
 from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
+
+from jaxnas.spaces import base
 
 # The order is a contract: rows of architecture weights index ops in this order.
 PRIMITIVES: tuple[str, ...] = (
@@ -72,32 +73,6 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
 
 
-# From the reference DARTS cnn/genotypes.py.
-DARTS_V1 = make(
-    normal=[("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("skip_connect", 0),
-            ("sep_conv_3x3", 1), ("skip_connect", 0), ("sep_conv_3x3", 1),
-            ("sep_conv_3x3", 0), ("skip_connect", 2)],
-    normal_concat=[2, 3, 4, 5],
-    reduce=[("max_pool_3x3", 0), ("max_pool_3x3", 1), ("skip_connect", 2),
-            ("max_pool_3x3", 0), ("max_pool_3x3", 0), ("skip_connect", 2),
-            ("skip_connect", 2), ("avg_pool_3x3", 0)],
-    reduce_concat=[2, 3, 4, 5],
-)
-DARTS_V2 = make(
-    normal=[("sep_conv_3x3", 0), ("sep_conv_3x3", 1), ("sep_conv_3x3", 0),
-            ("sep_conv_3x3", 1), ("sep_conv_3x3", 1), ("skip_connect", 0),
-            ("skip_connect", 0), ("dil_conv_3x3", 2)],
-    normal_concat=[2, 3, 4, 5],
-    reduce=[("max_pool_3x3", 0), ("max_pool_3x3", 1), ("skip_connect", 2),
-            ("max_pool_3x3", 1), ("max_pool_3x3", 0), ("skip_connect", 2),
-            ("skip_connect", 2), ("max_pool_3x3", 1)],
-    reduce_concat=[2, 3, 4, 5],
-)
-KNOWN_GENOTYPES: Mapping[str, Genotype] = {
-    "DARTS_V1": DARTS_V1,
-    "DARTS_V2": DARTS_V2,
-    "DARTS": DARTS_V2,
-}
 
 
 def _softmax(w: np.ndarray) -> np.ndarray:
@@ -262,6 +237,28 @@ def from_str(s: str) -> Genotype:
     return validate(make(**values))
 
 
+# From the reference DARTS cnn/genotypes.py, in its own literal form.
+DARTS_V1 = from_str("Genotype(normal=[('sep_conv_3x3', 1), ('sep_conv_3x3', 0), "
+                    "('skip_connect', 0), ('sep_conv_3x3', 1), ('skip_connect', 0), "
+                    "('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('skip_connect', 2)], "
+                    "normal_concat=[2, 3, 4, 5], reduce=[('max_pool_3x3', 0), "
+                    "('max_pool_3x3', 1), ('skip_connect', 2), ('max_pool_3x3', 0), "
+                    "('max_pool_3x3', 0), ('skip_connect', 2), ('skip_connect', 2), "
+                    "('avg_pool_3x3', 0)], reduce_concat=[2, 3, 4, 5])")
+DARTS_V2 = from_str("Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), "
+                    "('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 1), "
+                    "('skip_connect', 0), ('skip_connect', 0), ('dil_conv_3x3', 2)], "
+                    "normal_concat=[2, 3, 4, 5], reduce=[('max_pool_3x3', 0), "
+                    "('max_pool_3x3', 1), ('skip_connect', 2), ('max_pool_3x3', 1), "
+                    "('max_pool_3x3', 0), ('skip_connect', 2), ('skip_connect', 2), "
+                    "('max_pool_3x3', 1)], reduce_concat=[2, 3, 4, 5])")
+KNOWN_GENOTYPES: Mapping[str, Genotype] = {
+    "DARTS_V1": DARTS_V1,
+    "DARTS_V2": DARTS_V2,
+    "DARTS": DARTS_V2,
+}
+
+
 def to_json(g: Genotype) -> dict[str, list]:
     """A JSON-ready dict: {"normal": [[op, input], ...], "normal_concat": [...], ...}.
     """
@@ -294,11 +291,7 @@ def resolve(spec: str) -> Genotype:
     if spec.lstrip().startswith("Genotype"):
         return from_str(spec)
     if os.path.isfile(spec):
-        try:
-            with open(spec) as f:
-                d = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"genotype file {spec}: invalid JSON ({e})") from None
+        d = base.read_json_file(spec)
         if isinstance(d, Mapping) and "genotype" in d:
             d = d["genotype"]
         try:

@@ -11,8 +11,9 @@ import jax.numpy as jnp
 from jaxnas.spaces.genotypes import OP_NAMES, PRIMITIVES
 
 __all__ = [
-    "PRIMITIVES", "OP_NAMES", "OPS", "Zero", "Identity", "MaxPool3x3", "AvgPool3x3",
-    "ReLUConvBN", "DilConv", "SepConv", "FactorizedReduce", "Conv7x1_1x7",
+    "PRIMITIVES", "OP_NAMES", "OPS", "Zero", "Identity", "Pool3x3", "MaxPool3x3",
+    "AvgPool3x3", "ConvOp", "ReLUConvBN", "DilConv", "SepConv", "FactorizedReduce",
+    "Conv7x1_1x7",
     "depthwise_conv", "max_pool_3x3", "avg_pool_3x3", "batch_norm", "torch_conv_init",
 ]
 
@@ -72,6 +73,13 @@ def avg_pool_3x3(x: jax.Array, stride: int) -> jax.Array:
     return total / count
 
 
+def _conv(features: int, kernel: tuple[int, int], strides: tuple[int, int] = (1, 1),
+          padding: str | tuple = "VALID", name: str | None = None) -> nn.Conv:
+    """A bias-free convolution with PyTorch's default init: every conv of these ops."""
+    return nn.Conv(features, kernel, strides=strides, padding=padding, use_bias=False,
+                   kernel_init=torch_conv_init(), name=name)
+
+
 def _check_channels(module: str, x: jax.Array, c_in: int) -> None:
     if x.shape[-1] != c_in:
         raise ValueError(f"{module}: expected {c_in} input channels, got {x.shape[-1]}")
@@ -93,26 +101,28 @@ class Identity(nn.Module):
         return x
 
 
-class MaxPool3x3(nn.Module):
-    """`max_pool_3x3` as a module (no BatchNorm; the search supernet adds one)."""
+class Pool3x3(nn.Module):
+    """`max_pool_3x3` or `avg_pool_3x3` (`mode` "max" or "avg") as a module; no
+    BatchNorm (the search supernet adds one)."""
 
     stride: int
+    mode: str = "max"
 
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        return max_pool_3x3(x, self.stride)
+        pool = {"max": max_pool_3x3, "avg": avg_pool_3x3}[self.mode]
+        return pool(x, self.stride)
 
 
-class AvgPool3x3(nn.Module):
-    """`avg_pool_3x3` as a module (no BatchNorm; the search supernet adds one)."""
-
-    stride: int
-
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        return avg_pool_3x3(x, self.stride)
+def MaxPool3x3(stride: int, name: str | None = None) -> Pool3x3:  # noqa: N802
+    return Pool3x3(stride, "max", name=name)
 
 
-class ReLUConvBN(nn.Module):
-    """ReLU, conv (no bias), BatchNorm."""
+def AvgPool3x3(stride: int, name: str | None = None) -> Pool3x3:  # noqa: N802
+    return Pool3x3(stride, "avg", name=name)
+
+
+class ConvOp(nn.Module):
+    """The fields of the convolution ops, in PyTorch DARTS' argument order."""
 
     C_in: int
     C_out: int
@@ -120,27 +130,23 @@ class ReLUConvBN(nn.Module):
     stride: int
     padding: int
     affine: bool = True
+
+
+class ReLUConvBN(ConvOp):
+    """ReLU, conv (no bias), BatchNorm."""
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         _check_channels("ReLUConvBN", x, self.C_in)
         k, s = self.kernel_size, self.stride
-        x = nn.Conv(self.C_out, (k, k), strides=(s, s), padding=_pad_pair(self.padding),
-                    use_bias=False, kernel_init=torch_conv_init(), name="conv")(
-                        nn.relu(x))
+        x = _conv(self.C_out, (k, k), (s, s), _pad_pair(self.padding), "conv")(nn.relu(x))
         return batch_norm(train, self.affine, name="bn")(x)
 
 
-class DilConv(nn.Module):
+class DilConv(ConvOp):
     """ReLU, depthwise conv (dilated, strided), pointwise 1x1 conv, BatchNorm."""
 
-    C_in: int
-    C_out: int
-    kernel_size: int
-    stride: int
-    padding: int
-    dilation: int
-    affine: bool = True
+    dilation: int = 1
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -148,27 +154,19 @@ class DilConv(nn.Module):
         k = self.kernel_size
         dw = self.param("depthwise", torch_conv_init(), (k, k, 1, self.C_in))
         x = depthwise_conv(nn.relu(x), dw, self.stride, self.dilation, self.padding)
-        x = nn.Conv(self.C_out, (1, 1), use_bias=False, kernel_init=torch_conv_init(),
-                    name="pointwise")(x)
+        x = _conv(self.C_out, (1, 1), name="pointwise")(x)
         return batch_norm(train, self.affine, name="bn")(x)
 
 
-class SepConv(nn.Module):
+class SepConv(ConvOp):
     """Two dilation-1 DilConv blocks: C_in -> C_in with the stride, C_in -> C_out."""
-
-    C_in: int
-    C_out: int
-    kernel_size: int
-    stride: int
-    padding: int
-    affine: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         k, p = self.kernel_size, self.padding
-        x = DilConv(self.C_in, self.C_in, k, self.stride, p, 1, self.affine,
+        x = DilConv(self.C_in, self.C_in, k, self.stride, p, self.affine,
                     name="block1")(x, train)
-        return DilConv(self.C_in, self.C_out, k, 1, p, 1, self.affine,
+        return DilConv(self.C_in, self.C_out, k, 1, p, self.affine,
                        name="block2")(x, train)
 
 
@@ -189,11 +187,8 @@ class FactorizedReduce(nn.Module):
         _check_channels("FactorizedReduce", x, self.C_in)
         half = self.C_out // 2
         x = nn.relu(x)
-        a = nn.Conv(half, (1, 1), strides=(2, 2), padding="VALID", use_bias=False,
-                    kernel_init=torch_conv_init(), name="conv_1")(x)
-        b = nn.Conv(self.C_out - half, (1, 1), strides=(2, 2), padding="VALID",
-                    use_bias=False, kernel_init=torch_conv_init(),
-                    name="conv_2")(x[:, 1:, 1:, :])
+        a = _conv(half, (1, 1), (2, 2), name="conv_1")(x)
+        b = _conv(self.C_out - half, (1, 1), (2, 2), name="conv_2")(x[:, 1:, 1:, :])
         b = jnp.pad(b, ((0, 0), (0, a.shape[1] - b.shape[1]),
                         (0, a.shape[2] - b.shape[2]), (0, 0)))
         return batch_norm(train, self.affine, name="bn")(jnp.concatenate([a, b], -1))
@@ -211,11 +206,8 @@ class Conv7x1_1x7(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         _check_channels("Conv7x1_1x7", x, self.C)
         s = self.stride
-        x = nn.Conv(self.C, (1, 7), strides=(1, s), padding=((0, 0), (3, 3)),
-                    use_bias=False, kernel_init=torch_conv_init(), name="conv_1x7")(
-                        nn.relu(x))
-        x = nn.Conv(self.C, (7, 1), strides=(s, 1), padding=((3, 3), (0, 0)),
-                    use_bias=False, kernel_init=torch_conv_init(), name="conv_7x1")(x)
+        x = _conv(self.C, (1, 7), (1, s), ((0, 0), (3, 3)), "conv_1x7")(nn.relu(x))
+        x = _conv(self.C, (7, 1), (s, 1), ((3, 3), (0, 0)), "conv_7x1")(x)
         return batch_norm(train, self.affine, name="bn")(x)
 
 
@@ -241,9 +233,9 @@ OPS: dict[str, OpFactory] = {
     "sep_conv_7x7": lambda C, stride, affine, name=None: SepConv(
         C, C, 7, stride, 3, affine, name=name),
     "dil_conv_3x3": lambda C, stride, affine, name=None: DilConv(
-        C, C, 3, stride, 2, 2, affine, name=name),
+        C, C, 3, stride, 2, affine, dilation=2, name=name),
     "dil_conv_5x5": lambda C, stride, affine, name=None: DilConv(
-        C, C, 5, stride, 4, 2, affine, name=name),
+        C, C, 5, stride, 4, affine, dilation=2, name=name),
     "conv_7x1_1x7": lambda C, stride, affine, name=None: Conv7x1_1x7(
         C, stride, affine, name=name),
 }
