@@ -201,7 +201,8 @@ def darts_second_order(train_loss: Loss, val_loss: Loss, params: PyTree,
       momentum, momentum_buffer, weight_decay: optional virtual-step terms.
 
     Cost: one gradient of L_t in w, one of L_v in (w, a), then either one
-    reverse-over-reverse product (exact) or two gradients of L_t in a (fd).
+    forward-over-reverse mixed product (exact; `mixed_vjp`, a jvp over the gradient in
+    (w, a)) or two gradients of L_t in a (fd).
     """
     if method not in SECOND_ORDER_METHODS:
         raise ValueError(f"method={method!r}: expected one of {SECOND_ORDER_METHODS}")

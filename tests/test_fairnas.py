@@ -112,7 +112,8 @@ def test_layers_are_independent() -> None:
     assert chi2 < 60.0, chi2  # 15 dof; P(chi2_15 > 60) < 1e-6
 
 
-def test_accumulate_fair_grads_sums_over_paths() -> None:
+@pytest.mark.parametrize("sequential", [False, True], ids=["vmap", "scan"])
+def test_accumulate_fair_grads_sums_over_paths(sequential: bool) -> None:
     num_layers, num_choices = 6, 4
     params = {"w": jnp.arange(num_layers * num_choices, dtype=jnp.float32)
               .reshape(num_layers, num_choices) / 10.0, "b": jnp.float32(0.5)}
@@ -123,8 +124,9 @@ def test_accumulate_fair_grads_sums_over_paths() -> None:
 
     x = jnp.array([1.0, -2.0, 0.5, 0.25, -1.0, 3.0])
     paths = strict_fair_paths(jax.random.key(0), num_layers, num_choices)
-    losses, grads = jax.jit(accumulate_fair_grads, static_argnums=0)(
-        loss_fn, params, paths, x)
+    losses, grads = jax.jit(accumulate_fair_grads, static_argnums=0,
+                            static_argnames="sequential")(
+        loss_fn, params, paths, x, sequential=sequential)
     assert losses.shape == (num_choices,)
     want_grads = jax.tree_util.tree_map(jnp.zeros_like, params)
     reference = jax.jit(jax.value_and_grad(loss_fn))
@@ -137,3 +139,31 @@ def test_accumulate_fair_grads_sums_over_paths() -> None:
         np.testing.assert_allclose(got, want, rtol=1e-5)
     # strict fairness: every weight of the supernet receives gradient exactly once
     assert np.all(np.asarray(grads["w"]) != 0.0)
+
+
+@pytest.mark.parametrize("sequential", [False, True], ids=["vmap", "scan"])
+def test_accumulate_fair_grads_with_aux_and_one_batch_per_path(sequential: bool) -> None:
+    """`args_axes` gives each path its own slice of an argument (FairNAS with a batch per
+    path) while another is shared; `has_aux` returns each path's aux stacked."""
+    num_layers, num_choices = 3, 4
+    params = {"w": jnp.linspace(-1.0, 1.0, num_layers * num_choices)
+              .reshape(num_layers, num_choices)}
+
+    def loss_fn(p, path, scale, x):
+        picked = p["w"][jnp.arange(num_layers), path]
+        out = scale * jnp.sum(picked * x)
+        return out ** 2, out
+
+    xs = jnp.arange(num_choices * num_layers, dtype=jnp.float32).reshape(
+        num_choices, num_layers) / 7.0
+    paths = strict_fair_paths(jax.random.key(1), num_layers, num_choices)
+    (losses, outs), grads = accumulate_fair_grads(
+        loss_fn, params, paths, jnp.float32(1.5), xs, has_aux=True,
+        args_axes=(None, 0), sequential=sequential)
+    want = jax.tree_util.tree_map(jnp.zeros_like, params)
+    for i in range(num_choices):
+        (loss, out), g = jax.value_and_grad(loss_fn, has_aux=True)(
+            params, paths[i], jnp.float32(1.5), xs[i])
+        np.testing.assert_allclose((losses[i], outs[i]), (loss, out), rtol=1e-6)
+        want = jax.tree_util.tree_map(jnp.add, want, g)
+    np.testing.assert_allclose(grads["w"], want["w"], rtol=1e-5, atol=1e-7)

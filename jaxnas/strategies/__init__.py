@@ -1,1 +1,1 @@
-"""Search strategies: pure init/step/derive factories (DARTS, SPOS, FairNAS, evolution)."""
+"""Search strategies: the bilevel core and its methods, one-shot sampling, evolution."""

@@ -5,7 +5,7 @@ activated (and trained) exactly once.  With ``m = num_choices`` choices per laye
 step samples ``m`` single paths whose choices in each layer form a permutation of
 ``range(m)``; the gradients of the ``m`` paths are accumulated and applied in a single
 optimizer update.  `strict_fair_paths` draws the paths and `accumulate_fair_grads`
-performs the accumulation.
+performs the accumulation (the FairNAS strategy in `jaxnas.strategies.oneshot` uses both).
 """
 
 from __future__ import annotations
@@ -43,30 +43,46 @@ def strict_fair_paths(key: Array, num_layers: int, num_choices: int) -> Array:
     return jax.random.permutation(key, table, axis=0, independent=True)
 
 
-def accumulate_fair_grads(loss_fn: Callable[..., Array], params: PyTree,
-                          paths: Array, *args: Any) -> tuple[Array, PyTree]:
+def accumulate_fair_grads(loss_fn: Callable[..., Any], params: PyTree, paths: Array,
+                          *args: Any, has_aux: bool = False,
+                          args_axes: Any = None, sequential: bool = False
+                          ) -> tuple[Any, PyTree]:
     """Gradients of ``loss_fn`` summed over the paths of one fair step.
 
-    FairNAS back-propagates each of the ``m`` paths in turn, accumulating the
-    gradients, and then applies one parameter update.  The paths run sequentially in
-    a `jax.lax.scan`, so peak activation memory is that of a single path.
+    FairNAS back-propagates each of the ``m`` paths, accumulating the gradients, and then
+    applies one parameter update (the FairNAS strategy, `jaxnas.strategies.oneshot`, does
+    this).  By default the ``m`` gradients come from one `jax.vmap` call, so that a
+    ``path`` mesh axis can spread them over devices; ``sequential=True`` runs the paths
+    one after the other in a `jax.lax.scan` instead, so that peak activation memory is
+    that of a single path.
 
     Args:
-      loss_fn: ``loss_fn(params, path, *args) -> scalar`` for one path
-        (``path``: int32[L]).
+      loss_fn: ``loss_fn(params, path, *args) -> scalar`` for one path (``path``:
+        int32[L]), or ``-> (scalar, aux)`` with ``has_aux``.
       params: supernet parameters (a pytree).
       paths: int32[m, L], e.g. from `strict_fair_paths`.
-      *args: extra arguments passed unchanged to every call (e.g. the batch).
+      *args: further arguments of every call (e.g. BatchNorm statistics, the batch).
+      args_axes: how each of ``args`` meets the paths, as `jax.vmap`'s ``in_axes``: None,
+        the same value for every path; 0, a leading ``m`` axis, one slice per path (one
+        batch per path); or a tuple of those, one per argument.
 
     Returns:
-      ``(losses, grads)``: float32[m] per-path losses and the summed gradient pytree.
+      ``(losses, grads)``: float32[m] per-path losses (with ``has_aux``: ``(losses,
+      aux)``, aux stacked per path) and the gradient pytree summed over the paths.
     """
-    grad_fn = jax.value_and_grad(loss_fn)
-    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=has_aux)
+    axes = args_axes if isinstance(args_axes, tuple) else (args_axes,) * len(args)
+    if not sequential:
+        values, grads = jax.vmap(grad_fn, in_axes=(None, 0, *axes))(params, paths, *args)
+        return values, jax.tree.map(lambda g: jnp.sum(g, axis=0), grads)
 
-    def body(acc: PyTree, path: Array) -> tuple[PyTree, Array]:
-        loss, grads = grad_fn(params, path, *args)
-        return jax.tree_util.tree_map(jnp.add, acc, grads), loss
+    def body(acc: PyTree, xs: tuple[Array, tuple]) -> tuple[PyTree, Any]:
+        path, sliced = xs
+        call = [s if ax == 0 else a for a, s, ax in zip(args, sliced, axes)]
+        value, grads = grad_fn(params, path, *call)
+        return jax.tree.map(jnp.add, acc, grads), value
 
-    grads, losses = jax.lax.scan(body, zeros, paths)
-    return losses, grads
+    per_path = tuple(a if ax == 0 else None for a, ax in zip(args, axes))
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    grads, values = jax.lax.scan(body, zeros, (paths, per_path))
+    return values, grads

@@ -1,6 +1,6 @@
 """One-shot search: SPOS and FairNAS supernet training, supernet fitness, evolution.
 
-`spos(model, ...)` and `fairnas(model, ...)` return a `Strategy` of pure functions
+`spos(model, ...)` and `fairnas(model, ...)` return a `OneShotStrategy` of pure functions
 over a `OneShotState` (weights, BatchNorm statistics, optimizer state, PRNG key,
 per-(layer, choice) training counts):
 
@@ -10,10 +10,10 @@ per-(layer, choice) training counts):
 * FairNAS strict fairness (Chu et al. 2019, arXiv:1907.01845): every step draws the
   m = K paths of `strict_fair_paths` (each layer's column a permutation of the K
   choices), computes their m gradients in **one** `jax.vmap` call (so a ``path``
-  mesh axis can later spread them over devices; `accumulate_fair_grads` is a
-  sequential `scan` and is not used here), sums them and applies **one** optimizer
-  update.  The m paths share the step's batch (as in the paper's algorithm), or each
-  gets its own when the batch has a leading m axis.  After every step each choice of
+  mesh axis can later spread them over devices) and sums them
+  (`accumulate_fair_grads`), and applies **one** optimizer update.  The m paths share
+  the step's batch (as in the paper's algorithm), or each gets its own when the batch
+  has a leading m axis.  After every step each choice of
   every layer has been trained exactly once more: ``counts == step`` everywhere.
 
 Optimizer: SGD with momentum and weight decay after global-norm clipping, as the
@@ -44,11 +44,13 @@ import numpy as np
 import optax
 from flax import struct
 
+from jaxnas.losses import accuracy, cross_entropy, eval_sums
+from jaxnas.optim import as_schedule, init_key, weight_optimizer
 from jaxnas.spaces import chain as space_lib
 from jaxnas.strategies import evolution as evo
-from jaxnas.strategies.base import Strategy
-from jaxnas.strategies.fairnas import strict_fair_paths
-from jaxnas.supernet.chain import ChainSupernet, init_key, merge_path_stats
+from jaxnas.strategies.base import OneShotStrategy
+from jaxnas.strategies.fairnas import accumulate_fair_grads, strict_fair_paths
+from jaxnas.supernet.chain import ChainSupernet, merge_path_stats
 from jaxnas.types import Array, Batch, Metrics, PyTree
 
 Schedule = Callable[[Array], Array]
@@ -77,29 +79,12 @@ class EvolutionSettings(NamedTuple):
 
 
 # ----------------------------------------------------------------------------------
-# Optimizer and path sampling.
-
-
-def weight_optimizer(schedule: Schedule | float, *, momentum: float = 0.9,
-                     weight_decay: float = 4e-5, grad_clip: float = 5.0
-                     ) -> optax.GradientTransformation:
-    """torch SGD(momentum, weight_decay) after clip_grad_norm_."""
-    schedule = schedule if callable(schedule) else optax.constant_schedule(schedule)
-    return optax.chain(
-        optax.clip_by_global_norm(grad_clip),
-        optax.add_decayed_weights(weight_decay),
-        optax.trace(decay=momentum),
-        optax.scale_by_learning_rate(schedule),
-    )
+# Path sampling (the optimizer is `jaxnas.optim.weight_optimizer`).
 
 
 def uniform_path(key: Array, num_layers: int, num_choices: int) -> Array:
     """int32[L]: each layer's choice uniform over ``range(num_choices)`` (SPOS)."""
     return jax.random.randint(key, (num_layers,), 0, num_choices, jnp.int32)
-
-
-def _cross_entropy(logits: Array, labels: Array) -> Array:
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
 # ----------------------------------------------------------------------------------
@@ -108,9 +93,8 @@ def _cross_entropy(logits: Array, labels: Array) -> Array:
 
 def _strategy(model: ChainSupernet, fair: bool, learning_rate: Schedule | float,
               momentum: float, weight_decay: float, grad_clip: float,
-              evolution: EvolutionSettings) -> Strategy:
-    schedule = (learning_rate if callable(learning_rate)
-                else optax.constant_schedule(learning_rate))
+              evolution: EvolutionSettings) -> OneShotStrategy:
+    schedule = as_schedule(learning_rate)
     tx = weight_optimizer(schedule, momentum=momentum, weight_decay=weight_decay,
                           grad_clip=grad_clip)
     num_layers, num_choices = model.space.num_layers, space_lib.NUM_CHOICES
@@ -126,21 +110,21 @@ def _strategy(model: ChainSupernet, fair: bool, learning_rate: Schedule | float,
                             opt_state=tx.init(params), key=k_state,
                             counts=jnp.zeros((num_layers, num_choices), jnp.int32))
 
-    def loss_fn(params: PyTree, batch_stats: PyTree, path: Array, batch: Batch
+    def loss_fn(params: PyTree, path: Array, batch_stats: PyTree, batch: Batch
                 ) -> tuple[Array, tuple[Array, PyTree]]:
         logits, upd = model.apply({"params": params, "batch_stats": batch_stats},
                                   batch["image"], path, train=True,
                                   mutable=["batch_stats"])
-        return _cross_entropy(logits, batch["label"]), (logits, upd["batch_stats"])
+        return cross_entropy(logits, batch["label"]), (logits, upd["batch_stats"])
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
     def update(state: OneShotState, key: Array, grads: PyTree, batch_stats: PyTree,
-               hits: Array, loss: Array, accuracy: Array) -> tuple[OneShotState,
-                                                                   Metrics]:
+               hits: Array, loss: Array, train_accuracy: Array
+               ) -> tuple[OneShotState, Metrics]:
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"train_loss": loss, "train_accuracy": accuracy,
+        metrics = {"train_loss": loss, "train_accuracy": train_accuracy,
                    "lr": schedule(state.step), "grad_norm": optax.tree.norm(grads)}
         return state.replace(step=state.step + 1, params=params,
                              batch_stats=batch_stats, opt_state=opt_state, key=key,
@@ -150,11 +134,11 @@ def _strategy(model: ChainSupernet, fair: bool, learning_rate: Schedule | float,
         """One SPOS step: a uniform single path on ``batch``."""
         key, k_path = jax.random.split(state.key)
         path = uniform_path(k_path, num_layers, num_choices)
-        (loss, (logits, stats)), grads = grad_fn(state.params, state.batch_stats,
-                                                 path, batch)
-        accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
+        (loss, (logits, stats)), grads = grad_fn(state.params, path, state.batch_stats,
+                                                 batch)
         hits = jax.nn.one_hot(path, num_choices, dtype=jnp.int32)
-        return update(state, key, grads, stats, hits, loss, accuracy)
+        return update(state, key, grads, stats, hits, loss,
+                      accuracy(logits, batch["label"]))
 
     def fair_step(state: OneShotState, batch: Batch) -> tuple[OneShotState, Metrics]:
         """One FairNAS step: m strictly fair paths, one vmapped gradient call, one
@@ -166,29 +150,21 @@ def _strategy(model: ChainSupernet, fair: bool, learning_rate: Schedule | float,
         if per_path and batch["image"].shape[0] != num_choices:
             raise ValueError(f"per-path batches need a leading axis of {num_choices} "
                              f"(one per path), got {batch['image'].shape}")
-        in_batch = 0 if per_path else None
-        (losses, (logits, stats)), grads = jax.vmap(
-            grad_fn, in_axes=(None, None, 0, in_batch))(state.params,
-                                                        state.batch_stats, paths, batch)
-        grads = jax.tree.map(lambda g: jnp.sum(g, axis=0), grads)
+        (losses, (logits, stats)), grads = accumulate_fair_grads(
+            loss_fn, state.params, paths, state.batch_stats, batch, has_aux=True,
+            args_axes=(None, 0 if per_path else None))
         stats = merge_path_stats(state.batch_stats, stats, paths)
         labels = batch["label"]
-        accuracy = jnp.mean(jnp.argmax(logits, -1) == (labels if per_path
-                                                        else labels[None]))
         hits = jnp.sum(jax.nn.one_hot(paths, num_choices, dtype=jnp.int32), axis=0)
-        return update(state, key, grads, stats, hits, jnp.mean(losses), accuracy)
+        return update(state, key, grads, stats, hits, jnp.mean(losses),
+                      accuracy(logits, labels if per_path else labels[None]))
 
     def evaluate(state: OneShotState, batch: Batch, path: Array) -> Metrics:
         """Summed loss, correct count and example count of one path on ``batch``
         with the running statistics (``batch["mask"]`` False rows do not count)."""
         logits = model.apply({"params": state.params, "batch_stats": state.batch_stats},
                              batch["image"], path, train=False)
-        labels = batch["label"]
-        mask = batch.get("mask", jnp.ones(labels.shape, bool)).astype(logits.dtype)
-        losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-        return {"loss_sum": jnp.sum(losses * mask),
-                "correct": jnp.sum((jnp.argmax(logits, -1) == labels) * mask),
-                "count": jnp.sum(mask)}
+        return eval_sums(logits, batch)
 
     def derive(state: OneShotState, calib_images: Array, val: Batch,
                key: Array) -> evo.EvolutionResult:
@@ -197,13 +173,13 @@ def _strategy(model: ChainSupernet, fair: bool, learning_rate: Schedule | float,
         fitness = supernet_fitness(model, variables, calib_images, val)
         return search(fitness, model.space, model.num_classes, evolution, key)
 
-    return Strategy(init=init, step=fair_step if fair else spos_step, derive=derive,
-                    evaluate=evaluate)
+    return OneShotStrategy(init=init, step=fair_step if fair else spos_step,
+                           derive=derive, evaluate=evaluate)
 
 
 def spos(model: ChainSupernet, *, learning_rate: Schedule | float = 0.1,
          momentum: float = 0.9, weight_decay: float = 4e-5, grad_clip: float = 5.0,
-         evolution: EvolutionSettings = EvolutionSettings()) -> Strategy:
+         evolution: EvolutionSettings = EvolutionSettings()) -> OneShotStrategy:
     """Single Path One-Shot: one uniformly sampled path trained per step.
 
     ``step(state, batch) -> (state, metrics)``; see the module docstring.
@@ -214,7 +190,7 @@ def spos(model: ChainSupernet, *, learning_rate: Schedule | float = 0.1,
 
 def fairnas(model: ChainSupernet, *, learning_rate: Schedule | float = 0.1,
             momentum: float = 0.9, weight_decay: float = 4e-5, grad_clip: float = 5.0,
-            evolution: EvolutionSettings = EvolutionSettings()) -> Strategy:
+            evolution: EvolutionSettings = EvolutionSettings()) -> OneShotStrategy:
     """FairNAS strict fairness: m = K paths per step, summed gradients, one update.
 
     ``step(state, batch) -> (state, metrics)``; ``batch["image"]`` is shared by the
