@@ -17,6 +17,7 @@ from jaxnas.strategies import darts as darts_lib
 from jaxnas.strategies import estimators
 from test_darts_strategy import TRAIN, VAL, ToySupernet, _batch
 
+old_lib_weights = darts_reference.arch_weights
 SHARED = ("step", "params", "batch_stats", "alphas", "w_opt", "a_opt")
 SCHEDULE = optim.cosine_epoch_schedule(0.1, 0.01, epochs=3, steps_per_epoch=1)
 
@@ -60,6 +61,7 @@ def test_darts_over_the_core_is_bit_for_bit_the_old_step(estimator, kw):
     assert not np.array_equal(s_new.alphas["normal"], new.init(
         jax.random.key(0), TRAIN["image"]).alphas["normal"])
     assert new.derive(s_new) == old.derive(s_old)
+    _equal(new.arch_weights(s_new), old_lib_weights(s_old.alphas))
     _equal(new.evaluate(s_new, VAL), old.evaluate(s_old, VAL))
 
 

@@ -72,6 +72,8 @@ def test_evaluation_and_derivation_use_the_sigmoid_weights():
     logits = model.apply({"params": state.params, "batch_stats": state.batch_stats},
                          VAL["image"], jax.tree.map(jax.nn.sigmoid, state.alphas),
                          train=False)
+    jax.tree.map(np.testing.assert_array_equal, strat.arch_weights(state),
+                 jax.tree.map(jax.nn.sigmoid, state.alphas))
     sums = strat.evaluate(state, VAL)
     np.testing.assert_allclose(sums["loss_sum"], 6 * cross_entropy(logits, VAL["label"]),
                                rtol=1e-5)

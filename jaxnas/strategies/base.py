@@ -46,6 +46,13 @@ class DeriveFn(Protocol):
     def __call__(self, state: State) -> Any: ...
 
 
+class ArchWeightsFn(Protocol):
+    """The op weights a bilevel state stands for (what evaluation and derivation use, and
+    what a search records): a pytree shaped like the architecture parameters."""
+
+    def __call__(self, state: State) -> Any: ...
+
+
 class SearchDeriveFn(Protocol):
     """A search over a trained one-shot supernet (calibration images, validation data,
     key) -> a result with `.best_arch`, `.best_fitness`, `.history`."""
@@ -63,6 +70,7 @@ class BilevelStrategy(NamedTuple):
     evaluate: EvaluateFn
     arch_step: BilevelStepFn
     weight_step: BatchStepFn
+    arch_weights: ArchWeightsFn
 
     @property
     def parts(self) -> Mapping[str, Callable[..., Any]]:

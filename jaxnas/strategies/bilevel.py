@@ -155,17 +155,22 @@ def bilevel(model: nn.Module, space: Any, *, relax: Relaxation, hypergrad: Hyper
                        "hypergrad_norm": arch_metrics["hypergrad_norm"],
                        "w_grad_norm": w_metrics["w_grad_norm"]}
 
+    def arch_weights(state: BilevelState) -> PyTree:
+        """The relaxation's expected (deterministic) op weights of the alphas."""
+        return relax.expected(state.alphas)
+
     def evaluate(state: BilevelState, batch: Batch) -> Metrics:
         """`eval_sums` on `batch` with the running BatchNorm averages and the relaxation's
         expected weights (padding rows, `batch["mask"]` False, do not count)."""
         logits = model.apply({"params": state.params, "batch_stats": state.batch_stats},
-                             batch["image"], relax.expected(state.alphas), train=False)
+                             batch["image"], arch_weights(state), train=False)
         return eval_sums(logits, batch)
 
     def derive(state: BilevelState) -> Any:
         """The space's discrete architecture of the expected op weights."""
-        return space.derive(jax.device_get(relax.expected(state.alphas)))
+        return space.derive(jax.device_get(arch_weights(state)))
 
     return BilevelStrategy(init=init, step=step, derive=derive, evaluate=evaluate,
-                           arch_step=arch_step, weight_step=weight_step)
+                           arch_step=arch_step, weight_step=weight_step,
+                           arch_weights=arch_weights)
 
