@@ -61,7 +61,11 @@ def test_from_spec_reads_every_space(tmp_path):
     assert spaces.from_spec(str(f)) == a
     f.write_text(json.dumps({"genotype": DARTS.to_json(genotypes.DARTS_V1)}))
     assert spaces.from_spec(str(f)) == genotypes.DARTS_V1
+    f.write_text(json.dumps({"genotype": DARTS.describe(genotypes.DARTS_V2)}))
+    assert spaces.from_spec(str(f)) == genotypes.DARTS_V2
     assert spaces.from_spec("DARTS_V2") == genotypes.DARTS_V2
+    with pytest.raises(ValueError, match="JSON of no registered space"):
+        spaces.from_json({"genotype": "|nor_conv_3x3~0|+|skip_connect~0|"})
     with pytest.raises(ValueError, match="unknown genotype 'V9'.*DARTS_V2"):
         spaces.from_spec("V9")
 

@@ -144,8 +144,9 @@ class DartsSpace:
     @staticmethod
     def reads_json(obj: Any) -> bool:
         obj = _unwrap(obj)
-        return isinstance(obj, str) or (isinstance(obj, Mapping)
-                                        and obj.get("type", "darts") == "darts")
+        if isinstance(obj, str):  # other spaces' string forms are not ours
+            return obj.lstrip().startswith("Genotype")
+        return isinstance(obj, Mapping) and obj.get("type", "darts") == "darts"
 
     @staticmethod
     def arch_from_json(obj: Any) -> Genotype:
