@@ -425,3 +425,21 @@ def test_normalisation():
     for c in range(3):
         want = (images[..., c] / 255.0 - mean[c]) / std[c]
         np.testing.assert_allclose(out[..., c], want, rtol=1e-5, atol=1e-6)
+
+
+def test_package_keeps_every_name_of_the_former_module():
+    """`jaxnas.data` was one module; every public name it had is still `data.X`, the
+    same object as in the submodule that now owns it."""
+    names = ["ENV_DATA_DIR", "DEFAULT_DATA_DIR", "DIGITS", "DIGITS_VERSION", "ALIASES",
+             "RANDOM_ACCESS_FORMATS", "DEFAULT_MAX_BYTES", "DATASET_STATS",
+             "DatasetNotPreparedError", "DatasetFormatError", "resolve_data_dir",
+             "canonical_name", "PreparedDataset", "prepare_command", "find_prepared",
+             "describe", "prepare_digits", "ArraySplit", "load_split", "bilevel_split",
+             "channel_stats", "SearchData", "load_search_data", "Augment",
+             "sample_augment", "random_crop", "horizontal_flip", "normalize", "cutout",
+             "apply_augment", "augment_batch", "BatchIterator", "eval_batches"]
+    assert sorted(names) == sorted(data.__all__)
+    owners = (data.prepare, data.splits, data.augment, data.iterator)
+    for name in names:
+        assert sum(getattr(m, name, None) is getattr(data, name) for m in owners) >= 1
+    assert data._load is data.splits._load and data._parse_name is data.prepare._parse_name
