@@ -4,9 +4,8 @@
 ``apply(variables, x, path, train)`` takes the path as an input (int32[L] choice
 indices, or a one-hot float[L, K] that is reduced by argmax), so one compiled
 function serves every path, and `apply_paths` runs a leading batch of paths under
-`jax.vmap`.  `ChainNet` is the discrete single-path network (for retraining; see
-`build_path_network`), and `extract_path_variables` copies a path's inherited weights
-out of the supernet.
+`jax.vmap`.  `extract_path_variables` copies a path's inherited weights out of the
+supernet into the discrete single-path network (`jaxnas.networks.chain.ChainNet`).
 
 How "one of 6 blocks" runs (``dispatch``):
 
@@ -58,6 +57,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxnas.networks import param_count
+# moved to jaxnas.networks.chain; re-exported until runners/train.py imports them there
+from jaxnas.networks.chain import ChainNet, build_path_network  # noqa: F401
 from jaxnas.spaces import chain as space_lib
 from jaxnas.spaces.chain import CHOICES, MAX_EXPANSION, MAX_KERNEL
 from jaxnas.supernet.chain_kernels import (IMPLS, Head, Stem, as_indices,  # noqa: F401
@@ -290,10 +291,7 @@ def merge_path_stats(old: PyTree, per_path: PyTree, paths: Array) -> PyTree:
             out[name] = jax.tree.map(lambda p: jnp.mean(p, axis=0), per_path[name])
     return out
 
+
 def count_variables(tree: PyTree) -> int:
     """Number of scalars in a pytree of arrays (`jaxnas.networks.param_count`)."""
     return param_count(tree)
-
-
-# Moved to jaxnas.networks.chain; re-exported until runners/train.py imports them there.
-from jaxnas.networks.chain import ChainNet, build_path_network  # noqa: E402,F401
