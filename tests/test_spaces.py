@@ -177,3 +177,15 @@ def test_chain_check_data_names_the_mismatch():
         CHAIN.check_data(arch, name="cifar10", num_classes=10, image_shape=(32, 32, 3))
     with pytest.raises(ValueError, match="10 classes, but x has 5"):
         CHAIN.check_data(arch, name="x", num_classes=5, image_shape=(8, 8, 1))
+
+
+def test_importing_the_registry_imports_no_jax():
+    """The CLI resolves architectures before deciding whether it needs JAX at all."""
+    import subprocess
+    import sys
+
+    code = ("import sys, jaxnas.spaces, jaxnas.spaces.resolve; "
+            "jaxnas.spaces.from_spec('DARTS_V2'); print('jax' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"
