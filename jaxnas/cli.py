@@ -8,6 +8,7 @@ import sys
 from typing import Sequence
 
 from jaxnas import config as config_lib
+from jaxnas import errors
 
 _DESCRIPTION = """\
 jaxnas: JAX-native neural architecture search.
@@ -121,9 +122,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from benchmarks import runner
 
         return runner.main(argv[1:])
+    from jaxnas import compilation  # persistent XLA cache on, compile banners off
+
+    compilation.setup()
     try:
         rest, overrides = config_lib.split_config_args(argv)
-    except config_lib.ConfigError as e:
+    except errors.ConfigError as e:
         print(f"jaxnas: error: {e}", file=sys.stderr)
         return 2
     parser = _build_parser()
@@ -144,15 +148,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             search.run(config, args.workdir)
         elif args.command == "train":
             config = _load(args.config, overrides)
-            from jaxnas import train
-            from jaxnas.spaces import resolve
+            from jaxnas import spaces, train
 
-            genotype = resolve.resolve_architecture(args.genotype)
-            train.validate_config(config, resolve.kind(genotype))
+            genotype = spaces.from_spec(args.genotype)
+            train.validate_config(config, spaces.space_of(genotype).name)
             train.run(config, genotype, args.workdir)
         elif args.command == "compare":
-            from jaxnas import compare
-            from jaxnas.spaces import resolve
+            from jaxnas import compare, spaces
 
             seeds = compare.parse_seeds(args.seeds)
             if args.random < 1:
@@ -160,10 +162,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.random_seed < 0:
                 parser.error(f"--random-seed must be non-negative (got {args.random_seed})")
             config = _load(args.config, overrides)
-            genotype = resolve.resolve_architecture(args.genotype)
+            genotype = spaces.from_spec(args.genotype)
             from jaxnas import train
 
-            train.validate_config(config, resolve.kind(genotype))
+            train.validate_config(config, spaces.space_of(genotype).name)
             summary = compare.run(config, genotype, args.workdir, num_random=args.random,
                                   seeds=seeds, random_seed=args.random_seed)
             print(compare.format_table(summary))
@@ -182,14 +184,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from jaxnas import data
 
             print(data.prepare_digits(args.data_dir))
-    except (config_lib.ConfigError, ValueError, FileNotFoundError) as e:
+    except (errors.ConfigError, ValueError, FileNotFoundError) as e:
         print(f"jaxnas {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except (FloatingPointError, RuntimeError) as e:
-        from jaxnas.runners import common
-
-        if not isinstance(e, (common.NonFiniteError, common.DeviceOutOfMemoryError)):
-            raise
+    except (errors.NonFiniteError, errors.DeviceOutOfMemoryError) as e:
         print(f"jaxnas {args.command}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as e:

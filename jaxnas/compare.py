@@ -19,9 +19,9 @@ from typing import Any, Sequence
 import ml_collections
 import numpy as np
 
+from jaxnas import config as config_lib
 from jaxnas import spaces
 from jaxnas import workdir as wd
-from jaxnas.runners import common
 
 log = logging.getLogger("jaxnas")
 
@@ -148,8 +148,8 @@ def _check_stored_run(run_dir: str, name: str, genotype_json: dict[str, Any],
     if not os.path.exists(config_path):
         raise ValueError(f"{run_dir} has a result.json but no config.json, so its recipe "
                          "cannot be checked; use another --workdir or remove it")
-    stored = common.flatten(wd.read_json(config_path))
-    want = common.flatten(json.loads(json.dumps(run_config.to_dict())))
+    stored = config_lib.flatten(wd.read_json(config_path))
+    want = config_lib.flatten(json.loads(json.dumps(run_config.to_dict())))
     diff = sorted(k for k in set(stored) | set(want) if stored.get(k) != want.get(k))
     if diff:
         raise ValueError(f"{run_dir} was trained with another recipe (config keys "

@@ -8,13 +8,11 @@ import difflib
 import importlib.util
 import math
 import os
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import ml_collections
 
-
-class ConfigError(ValueError):
-    """A config file, key or value is wrong; the message names it and what is allowed."""
+from jaxnas.errors import ConfigError  # noqa: F401 - re-exported: config.ConfigError
 
 
 # ----------------------------------------------------------------------------------
@@ -42,12 +40,13 @@ def load_config(path: str) -> ml_collections.ConfigDict:
     return config
 
 
-def _flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+    """Every leaf key of `config` as "a.b.c"."""
     keys = []
     for key, value in config.items():
         name = f"{prefix}{key}"
         if isinstance(value, ml_collections.ConfigDict):
-            keys.extend(_flat_keys(value, name + "."))
+            keys.extend(flat_keys(value, name + "."))
         else:
             keys.append(name)
     return keys
@@ -95,7 +94,7 @@ def _parse_value(text: str, current: Any, key: str) -> Any:
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]) -> None:
     """Applies `KEY=VALUE` strings (the part after `--config.`) to `config` in place."""
-    known = _flat_keys(config)
+    known = flat_keys(config)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--config.{item}: expected --config.KEY=VALUE")
@@ -133,6 +132,9 @@ def split_config_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
             rest.append(arg)
         i += 1
     return rest, overrides
+
+
+_flat_keys = flat_keys  # the old private name
 
 
 # ----------------------------------------------------------------------------------
@@ -191,7 +193,7 @@ def validate(config: ml_collections.ConfigDict,
              rules: dict[str, Rule],
              required: Iterable[str] = ()) -> None:
     """Checks every key that has a rule; raises ConfigError naming key, value, rule."""
-    flat = set(_flat_keys(config))
+    flat = set(flat_keys(config))
     problems = []
     for key in required:
         if key not in flat:
@@ -206,6 +208,51 @@ def validate(config: ml_collections.ConfigDict,
             problems.append(f"config.{key}={value!r} is not allowed: expected {rule.describe}")
     if problems:
         raise ConfigError("; ".join(problems))
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested mapping (a config as JSON) as {"a.b.c": value}."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def choice_from(module: str, name: str) -> Rule:
+    """`choice` of the values the code itself accepts: the tuple `module.name`.
+
+    Read from the module's source with `ast` (a literal tuple, or the keys of a
+    literal dict), so that validation imports no JAX and a rule cannot drift from the
+    code; a value the source does not spell literally is taken by importing it.
+    """
+    return choice(*code_constant(module, name))
+
+
+def code_constant(module: str, name: str) -> tuple:
+    """The literal tuple (or literal dict keys) bound to `name` at the top of `module`,
+    following a ``from X import name`` re-export; imported when not literal."""
+    spec = importlib.util.find_spec(module)
+    if spec is not None and spec.origin and spec.origin.endswith(".py"):
+        with open(spec.origin) as f:
+            tree = ast.parse(f.read(), spec.origin)
+        for node in tree.body:
+            if isinstance(node, ast.ImportFrom) and node.module and any(
+                    (a.asname or a.name) == name and a.name == name for a in node.names):
+                return code_constant(node.module, name)
+            targets = (node.targets if isinstance(node, ast.Assign) else
+                       [node.target] if isinstance(node, ast.AnnAssign) else [])
+            if not any(isinstance(t, ast.Name) and t.id == name for t in targets):
+                continue
+            try:
+                if isinstance(node.value, ast.Dict):
+                    return tuple(ast.literal_eval(k) for k in node.value.keys)
+                return tuple(ast.literal_eval(node.value))
+            except ValueError:
+                break  # computed: ask the module itself
+    return tuple(getattr(importlib.import_module(module), name))
 
 
 def to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:

@@ -320,9 +320,12 @@ def test_a_non_finite_loss_stops_naming_step_and_quantity_keeping_good_checkpoin
     assert " at step " in line and "last good checkpoint is kept" in line
     bad_step = int(line.split(" at step ")[1].split(";")[0].split(" ")[0])
     quantity = line.split("error: ")[1].split(" ")[0]
-    assert quantity in ("train_loss", "w_grad_norm", "hypergrad_norm", "the")
+    # step 1 starts from finite weights (finite loss) and its lr of 1e30 makes them
+    # ~1e30: the loss of step 2 overflows; the training loss is named first
+    assert quantity == "train_loss" and "train_loss is nan" in line, line
+    assert bad_step == 2, line
     steps = _steps(tmp_path)
-    assert steps and max(steps) < bad_step  # the non-finite state was not saved
+    assert steps == [1] and max(steps) < bad_step  # the non-finite state was not saved
     assert not os.path.exists(tmp_path / "genotype.json")
     # what is kept restores, and is finite
     import orbax.checkpoint as ocp
@@ -336,6 +339,33 @@ def test_a_non_finite_loss_stops_naming_step_and_quantity_keeping_good_checkpoin
     floats = [np.asarray(x) for x in jax.tree.leaves(restored["state"])
               if np.issubdtype(np.asarray(x).dtype, np.floating)]
     assert floats and all(np.all(np.isfinite(x)) for x in floats)
+
+
+def test_errors_live_in_a_module_without_jax_and_old_paths_still_work():
+    code = ("import sys; from jaxnas import cli, config, errors, search, train; "
+            "print('jax' in sys.modules, any(m.startswith('jaxnas.runners') for m in "
+            "sys.modules), config.ConfigError is errors.ConfigError)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "False", "True"]  # no jax, no runner
+    from jaxnas import errors
+    from jaxnas.runners import common
+
+    assert common.NonFiniteError is errors.NonFiniteError
+    assert common.DeviceOutOfMemoryError is errors.DeviceOutOfMemoryError
+    assert common.Interrupted is errors.Interrupted
+
+
+def test_check_finite_names_the_training_loss_first():
+    from jaxnas import errors
+    from jaxnas.runners import common
+
+    with pytest.raises(errors.NonFiniteError) as e:
+        common.check_finite(3, {"hypergrad_norm": float("inf"), "lr": 0.1,
+                                "train_loss": float("nan"), "a": float("-inf")})
+    assert str(e.value).startswith("train_loss is nan, a is -inf, hypergrad_norm is "
+                                   "inf at step 3;")
 
 
 def test_check_state_finite_names_the_bad_entries():

@@ -1,22 +1,23 @@
-"""Pieces every search loop shares: config record, resume checks, signals, finiteness,
-out-of-memory reports, sharded steps and batches."""
+"""Pieces of the search loop: config record, resume checks, signals, finiteness,
+out-of-memory reports, sharded steps, batches and evaluation."""
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import math
 import os
 import signal
-import time
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import ml_collections
 
 from jaxnas import config as config_lib
 from jaxnas import workdir as wd
+# Re-exported from their homes (old import paths keep working).
+from jaxnas.config import flatten  # noqa: F401
+from jaxnas.errors import DeviceOutOfMemoryError, Interrupted, NonFiniteError  # noqa: F401
 
 log = logging.getLogger("jaxnas")
 
@@ -29,37 +30,10 @@ RESUMABLE_KEYS = ("num_steps", "log_every", "eval_every", "checkpoint_every",
                   "mesh.pop")
 
 
-class NonFiniteError(FloatingPointError):
-    """A loss or gradient became NaN/inf; the message names the step and the quantity."""
-
-
-class DeviceOutOfMemoryError(RuntimeError):
-    """A device ran out of memory; the message suggests the config keys to lower."""
-
-
-class Interrupted(KeyboardInterrupt):
-    """SIGINT/SIGTERM stopped the search after a checkpoint; `signum` says which."""
-
-    def __init__(self, signum: int, message: str = ""):
-        super().__init__(message)
-        self.signum = signum
-
-
 def record_config(config: ml_collections.ConfigDict, workdir: str, *, enabled: bool) -> None:
     """Writes the resolved config to `workdir/config.json`."""
     if enabled:
         wd.write_json(os.path.join(workdir, "config.json"), config.to_dict())
-
-
-def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A nested mapping (a config as JSON) as {"a.b.c": value}."""
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, Mapping):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def check_resumable(config: ml_collections.ConfigDict, meta: Mapping[str, Any]) -> None:
@@ -77,13 +51,16 @@ def check_resumable(config: ml_collections.ConfigDict, meta: Mapping[str, Any]) 
 
 
 def check_finite(step: int, metrics: Mapping[str, float]) -> None:
-    """Raises NonFiniteError naming every non-finite metric and the step."""
-    bad = [f"{key} is {value}" for key, value in metrics.items()
-           if isinstance(value, float) and not math.isfinite(value)]
+    """Raises NonFiniteError naming every non-finite metric and the step (the
+    training loss first when it is one of them: it is what a user watches)."""
+    bad = sorted((key for key, value in metrics.items()
+                  if isinstance(value, float) and not math.isfinite(value)),
+                 key=lambda key: (key != "train_loss", key))
     if bad:
         raise NonFiniteError(
-            f"{', '.join(bad)} at step {step}; the last good checkpoint is kept. Try a "
-            "smaller learning rate (config.optim.*) or a different seed.")
+            f"{', '.join(f'{key} is {metrics[key]}' for key in bad)} at step {step}; "
+            "the last good checkpoint is kept. Try a smaller learning rate "
+            "(config.optim.*) or a different seed.")
 
 
 def check_state_finite(step: int, state: Any) -> None:
@@ -290,64 +267,39 @@ def host_metrics(metrics: Any) -> dict[str, float]:
     return {k: float(v) for k, v in parallel.host(metrics).items()}
 
 
-@dataclasses.dataclass
-class LoopResult:
-    """What the step loop reports: the last step, the first step's wall time
-    (compilation included), the wall times of the later steps (`run_step`: feeding
-    the batch and the jitted step), the blocking time of each checkpoint save."""
+def sharded_batches(split, data, config: ml_collections.ConfigDict, mesh, *, seed: int,
+                    augment: bool):
+    """``(iterator, to_global)``: this process's rows of endless `batches` of `split`,
+    and the function that makes a global batch split on the mesh's ``data`` axis."""
+    import functools
 
-    step: int
-    first_step_s: float | None
-    step_times: list[float]
-    save_seconds: list[float]
+    from jaxnas import parallel
+
+    sharding = parallel.batch_sharding(mesh)
+    rows = parallel.process_rows(sharding, (config.data.batch_size,))
+    to_global = functools.partial(parallel.global_batch, sharding=sharding,
+                                  global_shape_of=parallel.scale_axis(0, rows[1]))
+    return batches(split, data, config, seed=seed, augment=augment, rows=rows), to_global
 
 
-def step_loop(*, start: int, stop: int, run_step: Callable[[], Mapping[str, float]],
-              eval_due: Callable[[int], bool], evaluate: Callable[[int], dict],
-              save: Callable[..., None], checkpointer: Any, config: ml_collections.ConfigDict,
-              metrics_log: Any, desc: str, lead: bool, t0: float) -> LoopResult:
-    """The loop every runner shares: steps `start`..`stop` with progress, a finite check
-    of each step's metrics, evaluation when `eval_due(step)`, `metrics.jsonl` records
-    every `config.log_every` steps (and with every evaluation), checkpoints every
-    `config.checkpoint_every` steps and at the end, and on SIGINT/SIGTERM (on any
-    process) a checkpoint and `Interrupted`.
+def eval_function(evaluate: Callable, mesh) -> Callable:
+    """``jit(evaluate)`` for `evaluate(state, batch)`: state replicated, the batch
+    split on ``data``, the sums replicated (for `evaluate` above)."""
+    import jax
 
-    run_step: one step; returns its metrics as host floats (with train_loss and
-      train_accuracy). evaluate(step): the fields to add to that step's record.
-      save(step, force=False): checkpoint the current state.
-    """
-    progress = wd.Progress(stop, initial=start, desc=desc, enabled=lead,
-                           log_every=config.log_every)
-    stopper = GracefulStop()
-    first_step_s, step_times = None, []
-    step = start
-    try:
-        while step < stop:
-            t_step = time.time()
-            metrics = run_step()
-            step += 1
-            if first_step_s is None:
-                first_step_s = time.time() - t0
-                log.info("first step (compilation included) took %.1f s", first_step_s)
-            else:
-                step_times.append(time.time() - t_step)
-            check_finite(step, metrics)
-            progress.update(1, {k: metrics[k] for k in ("train_loss", "train_accuracy")})
-            record = evaluate(step) if eval_due(step) else {}
-            if step % config.log_every == 0 or record:
-                metrics_log.write(step, {**metrics, **record})
-            if step % config.checkpoint_every == 0 or step == stop:
-                save(step)
-            if stopper.check():
-                save(step, force=True)
-                checkpointer.wait()
-                raise stopper.stop(step)
-    finally:
-        progress.close()
-        stopper.restore()
-        checkpointer.close()
-    saves = list(checkpointer.save_seconds)
-    if saves:
-        log.info("checkpoints: %d saves, %.3f s blocking each on average", len(saves),
-                 sum(saves) / len(saves))
-    return LoopResult(step, first_step_s, step_times, saves)
+    from jaxnas import parallel
+
+    rep = parallel.replicated(mesh)
+    return jax.jit(evaluate, in_shardings=(rep, parallel.batch_sharding(mesh)),
+                   out_shardings=rep)
+
+
+def round_to_axis(batch_size: int, mesh, what: str) -> int:
+    """`batch_size` rounded up to a multiple of the ``data`` axis (evaluation batches
+    are padded and masked, so this changes no result)."""
+    n = mesh.shape["data"]
+    rounded = -(-batch_size // n) * n
+    if rounded != batch_size:
+        log.info("evaluating in batches of %d (%s=%d rounded up to a multiple of "
+                 "mesh.data=%d)", rounded, what, batch_size, n)
+    return rounded

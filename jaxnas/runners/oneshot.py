@@ -1,4 +1,5 @@
-"""The SPOS / FairNAS search loop: supernet training, then evolution over it."""
+"""SPOS / FairNAS in the search loop: supernet training steps, then the evolution
+over the trained supernet."""
 
 from __future__ import annotations
 
@@ -13,12 +14,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxnas import checkpoint as ckpt_lib
 from jaxnas import config as config_lib
 from jaxnas import parallel
 from jaxnas import plots
-from jaxnas import workdir as wd
+from jaxnas.optim import cosine_schedule
 from jaxnas.runners import common
+from jaxnas.runners import loop as loop_lib
 from jaxnas.spaces import chain as space_lib
 from jaxnas.strategies import oneshot as oneshot_lib
 from jaxnas.supernet.chain import ChainSupernet
@@ -26,16 +27,6 @@ from jaxnas.supernet.chain import ChainSupernet
 log = logging.getLogger("jaxnas")
 
 METHODS = ("spos", "fairnas")
-
-
-def cosine_schedule(lr: float, lr_min: float, total_steps: int):
-    """Cosine decay from ``lr`` to ``lr_min`` over ``total_steps`` (per step)."""
-
-    def schedule(step: jax.Array) -> jax.Array:
-        frac = jnp.minimum(step, total_steps) / max(total_steps, 1)
-        return lr_min + 0.5 * (lr - lr_min) * (1 + jnp.cos(jnp.pi * frac))
-
-    return schedule
 
 
 def evolution_settings(config: ml_collections.ConfigDict
@@ -246,13 +237,8 @@ def population_functions(model, space, num_classes: int,
 def eval_batch_size(config: ml_collections.ConfigDict, mesh) -> int:
     """``oneshot.eval_batch_size`` rounded up to a multiple of the ``data`` axis
     (evaluation batches are padded and masked, so this changes no result)."""
-    n = mesh.shape["data"]
-    ev = config.oneshot.eval_batch_size
-    rounded = -(-ev // n) * n
-    if rounded != ev:
-        log.info("evaluating in batches of %d (config.oneshot.eval_batch_size=%d "
-                 "rounded up to a multiple of mesh.data=%d)", rounded, ev, n)
-    return rounded
+    return common.round_to_axis(config.oneshot.eval_batch_size, mesh,
+                                "config.oneshot.eval_batch_size")
 
 
 def _stacked(local: dict[str, np.ndarray] | np.ndarray, sharding, count: int):
@@ -260,168 +246,132 @@ def _stacked(local: dict[str, np.ndarray] | np.ndarray, sharding, count: int):
     return parallel.global_batch(local, sharding, parallel.scale_axis(1, count))
 
 
+class Hooks(loop_lib.Hooks):
+    """SPOS / FairNAS: supernet training steps, then the evolution over the trained
+    supernet (one jitted program, deterministic given the final checkpoint and the
+    seed: an interruption there re-runs it from that checkpoint to the same result)."""
+
+    memory_keys = ("data.batch_size", "oneshot.eval_batch_size")
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        self.desc = config.method
+
+    def check(self, config, mesh) -> None:
+        evolution_settings(config)  # cross-key checks before any data or compile
+        check_mesh(config, mesh)
+
+    def build(self, config, mesh) -> loop_lib.Plan:
+        data = common.load_data(config)
+        b = config.data.batch_size
+        fair = config.method == "fairnas"
+        per_path = fair and not config.fairnas.shared_batch
+        batches_per_step = space_lib.NUM_CHOICES if per_path else 1
+        steps_per_epoch, total_steps, stop = loop_lib.epochs_to_steps(
+            config, len(data.train), b * batches_per_step, "the training split")
+        space, model, strategy = build(config, data.num_classes, data.image_shape[-1],
+                                       total_steps)
+
+        def keys():  # k_init, k_eval, k_search: made inside jitted code
+            return jax.random.split(jax.random.key(config.seed), 3)
+
+        shape = (b,) + data.image_shape
+        stepper = step_function(strategy, mesh, fair=fair, per_path=per_path,
+                                batch_size=b)
+        train_it = common.batches(data.train, data, config, seed=config.seed,
+                                  augment=True, rows=stepper.rows)
+        settings = evolution_settings(config)
+        population = population_functions(model, space, data.num_classes, settings,
+                                          mesh, lambda: keys()[2])
+        ev = eval_batch_size(config, mesh)
+        calib_rows = parallel.process_rows(population.calib_sharding,
+                                           (config.oneshot.calib_batches, b), axis=1)
+        eval_rows = parallel.process_rows(population.eval_sharding, (1, ev), axis=1)
+        calib = _stacked(calibration_images(data, config, calib_rows),
+                         population.calib_sharding, calib_rows[1])
+        val_split = _subset(data.val, config.oneshot.val_examples)
+        val = _stacked(stack_eval(val_split, ev, data.mean, data.std, eval_rows),
+                       population.eval_sharding, eval_rows[1])
+        eval_paths = parallel.put(
+            np.asarray(jax.random.randint(keys()[1], (config.oneshot.eval_paths,
+                                                      space.num_layers), 0,
+                                          space_lib.NUM_CHOICES, jnp.int32)),
+            parallel.replicated(mesh))
+
+        def next_batches() -> tuple:
+            if not per_path:
+                return (stepper.feed(next(train_it)),)
+            parts = [next(train_it) for _ in range(batches_per_step)]
+            return (stepper.feed({k: np.stack([p[k] for p in parts])
+                                  for k in parts[0]}),)
+
+        def variables(state) -> dict[str, Any]:
+            return {"params": state.params, "batch_stats": state.batch_stats}
+
+        def evaluate(state, step: int) -> dict[str, Any]:
+            acc = parallel.host(population.accuracy(variables(state), eval_paths,
+                                                    calib, val))
+            return {"val_accuracy": float(acc.mean()), "val_accuracy_max":
+                    float(acc.max()), "val_accuracy_min": float(acc.min()),
+                    "epoch": step / steps_per_epoch}
+
+        def finalize(state, loop: loop_lib.LoopResult) -> dict[str, Any]:
+            t_search = time.time()
+            result = parallel.host(population.evolve(variables(state), calib, val))
+            search_seconds = time.time() - t_search
+            path = [int(c) for c in result.best_arch]
+            history = np.asarray(result.history.fitness, np.float64)
+            test = _stacked(stack_eval(data.test, ev, data.mean, data.std, eval_rows),
+                            population.eval_sharding, eval_rows[1])
+            test_acc = float(parallel.host(population.accuracy(
+                variables(state), parallel.put(np.asarray([path], np.int32),
+                                               parallel.replicated(mesh)),
+                calib, test))[0])
+            curve = oneshot_lib.round_stats(history, settings)
+            initial = history[:min(settings.population_size, len(history))]
+            initial = initial[np.isfinite(initial)]
+            return {
+                "method": config.method,
+                "genotype": space_lib.genotype_to_json(space, path, data.num_classes),
+                "path": path,
+                "path_names": space_lib.path_names(path),
+                "fitness": float(result.best_fitness),
+                "params": space_lib.count_params(space, path, data.num_classes),
+                "supernet_test_accuracy": test_acc,
+                "random_fitness_mean": (float(initial.mean()) if initial.size
+                                        else None),
+                "search": {"method": settings.method, "evaluations": int(len(history)),
+                           "seconds": round(search_seconds, 2), **settings._asdict()},
+                "evolution": curve,
+                "training_counts": np.asarray(parallel.host(state.counts)).tolist(),
+                "weights_sha256": weights_checksum(parallel.host(variables(state))),
+                **loop.summary(),
+                "timing": {**loop.timing(), "search_s": round(search_seconds, 2)},
+            }
+
+        def report(results, workdir: str) -> None:
+            curve = results["evolution"]
+            plots.fitness_curve(curve["round"], curve["best"], curve["median"],
+                                os.path.join(workdir, "evolution.png"))
+            log.info("path %s (%s), fitness %.4f, %d parameters", results["path"],
+                     " ".join(results["path_names"]), results["fitness"],
+                     results["params"])
+            log.info("results in %s (genotype.json, metrics.jsonl, checkpoints/, "
+                     "evolution.png)", workdir)
+
+        return loop_lib.Plan(
+            init=lambda: strategy.init(keys()[0], jnp.zeros(shape, jnp.float32)),
+            step=stepper.step, batches=next_batches, feeds={"train": train_it},
+            stop=stop, evaluate=evaluate,
+            eval_due=lambda step: bool(config.oneshot.eval_paths) and (
+                step % (config.eval_every or steps_per_epoch) == 0 or step == stop),
+            finalize=finalize, report=report)
+
+
+def hooks(config: ml_collections.ConfigDict) -> Hooks:
+    return Hooks(config)
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """Runs or resumes a SPOS / FairNAS search in `workdir`; returns the results."""
-    evolution_settings(config)  # cross-key checks before any data or compile
-    mesh = parallel.make_mesh(config)
-    check_mesh(config, mesh)
-    workdir = wd.prepare_workdir(workdir)
-    lead = jax.process_index() == 0
-    saved = ckpt_lib.latest_meta(workdir)
-    if saved is not None:  # refuse a different search before touching anything
-        common.check_resumable(config, saved)
-    common.record_config(config, workdir, enabled=lead)
-    log.info("mesh: %s", parallel.describe(mesh))
-    with common.out_of_memory_report(config, ("data.batch_size",
-                                              "oneshot.eval_batch_size")):
-        return _run(config, workdir, mesh, lead)
-
-
-def _run(config: ml_collections.ConfigDict, workdir: str, mesh, lead: bool
-         ) -> dict[str, Any]:
-    data = common.load_data(config)
-    b = config.data.batch_size
-    fair = config.method == "fairnas"
-    per_path = fair and not config.fairnas.shared_batch
-    batches_per_step = space_lib.NUM_CHOICES if per_path else 1
-    steps_per_epoch = len(data.train) // (b * batches_per_step)
-    if steps_per_epoch == 0:
-        raise ValueError(f"config.data.batch_size={b} x {batches_per_step} batches a "
-                         f"step is larger than the {len(data.train)} training images")
-    total_steps = config.epochs * steps_per_epoch
-    stop = min(config.num_steps, total_steps) if config.num_steps > 0 else total_steps
-
-    space, model, strategy = build(config, data.num_classes, data.image_shape[-1],
-                                   total_steps)
-
-    def keys():  # k_init, k_eval, k_search, as before: made inside jitted code
-        return jax.random.split(jax.random.key(config.seed), 3)
-
-    shape = (b,) + data.image_shape
-    t0 = time.time()
-    state = common.init_state(
-        lambda: strategy.init(keys()[0], jnp.zeros(shape, jnp.float32)), mesh)
-    stepper = step_function(strategy, mesh, fair=fair, per_path=per_path, batch_size=b)
-    train_it = common.batches(data.train, data, config, seed=config.seed, augment=True,
-                              rows=stepper.rows)
-
-    checkpointer = ckpt_lib.Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
-    metrics_log = wd.MetricsWriter(workdir, enabled=lead)
-    start = 0
-    restored = checkpointer.restore(state)
-    if restored is not None:
-        state, meta, start = restored
-        common.check_resumable(config, meta)
-        train_it.restore(meta["train_position"])
-        log.info("resumed from the checkpoint at step %d", start)
-    metrics_log.truncate_after(start)  # nothing logged after the state we continue
-
-    settings = evolution_settings(config)
-    population = population_functions(model, space, data.num_classes, settings, mesh,
-                                      lambda: keys()[2])
-    ev = eval_batch_size(config, mesh)
-    calib_rows = parallel.process_rows(population.calib_sharding,
-                                       (config.oneshot.calib_batches, b), axis=1)
-    eval_rows = parallel.process_rows(population.eval_sharding, (1, ev), axis=1)
-    calib = _stacked(calibration_images(data, config, calib_rows),
-                     population.calib_sharding, calib_rows[1])
-    val_split = _subset(data.val, config.oneshot.val_examples)
-    val = _stacked(stack_eval(val_split, ev, data.mean, data.std, eval_rows),
-                   population.eval_sharding, eval_rows[1])
-    eval_paths = parallel.put(
-        np.asarray(jax.random.randint(jax.random.split(jax.random.key(config.seed), 3)[1],
-                                      (config.oneshot.eval_paths, space.num_layers), 0,
-                                      space_lib.NUM_CHOICES, jnp.int32)),
-        parallel.replicated(mesh))
-
-    def next_batch() -> dict[str, Any]:
-        if not per_path:
-            return stepper.feed(next(train_it))
-        parts = [next(train_it) for _ in range(batches_per_step)]
-        return stepper.feed({k: np.stack([p[k] for p in parts]) for k in parts[0]})
-
-    def meta() -> dict[str, Any]:
-        return {"train_position": train_it.position(), "config": config.to_dict()}
-
-    def save(step: int, *, force: bool = False) -> None:
-        common.check_state_finite(step, state)
-        checkpointer.save(step, state, meta(), force=force)
-
-    def variables() -> dict[str, Any]:
-        return {"params": state.params, "batch_stats": state.batch_stats}
-
-    def evaluate() -> dict[str, Any]:
-        acc = parallel.host(population.accuracy(variables(), eval_paths, calib, val))
-        return {"val_accuracy": float(acc.mean()), "val_accuracy_max": float(acc.max()),
-                "val_accuracy_min": float(acc.min())}
-
-    def run_step() -> dict[str, float]:
-        nonlocal state
-        state, metrics = stepper.step(state, next_batch())
-        return common.host_metrics(metrics)
-
-    def eval_record(step: int) -> dict[str, Any]:
-        return {**evaluate(), "epoch": step / steps_per_epoch}
-
-    eval_every = config.eval_every or steps_per_epoch
-    loop = common.step_loop(
-        start=start, stop=stop, run_step=run_step,
-        eval_due=lambda step: bool(config.oneshot.eval_paths) and (
-            step % eval_every == 0 or step == stop),
-        evaluate=eval_record, save=save, checkpointer=checkpointer, config=config,
-        metrics_log=metrics_log, desc=config.method, lead=lead, t0=t0)
-    step, compiled_at = loop.step, loop.first_step_s
-    step_times, saves = loop.step_times, loop.save_seconds
-
-    # The evolution is one jitted program, deterministic given the trained supernet
-    # (the final checkpoint) and the seed: an interruption here re-runs it from that
-    # checkpoint on the next invocation, to the identical result.
-    t_search = time.time()
-    result = parallel.host(population.evolve(variables(), calib, val))
-    search_seconds = time.time() - t_search
-    path = [int(c) for c in result.best_arch]
-    history = np.asarray(result.history.fitness, np.float64)
-    test_rows = eval_rows
-    test = _stacked(stack_eval(data.test, ev, data.mean, data.std, test_rows),
-                    population.eval_sharding, test_rows[1])
-    test_acc = float(parallel.host(population.accuracy(
-        variables(), parallel.put(np.asarray([path], np.int32),
-                                  parallel.replicated(mesh)), calib, test))[0])
-    curve = oneshot_lib.round_stats(history, settings)
-    initial = history[:min(settings.population_size, len(history))]
-    initial = initial[np.isfinite(initial)]
-    results = {
-        "method": config.method,
-        "genotype": space_lib.genotype_to_json(space, path, data.num_classes),
-        "path": path,
-        "path_names": space_lib.path_names(path),
-        "fitness": float(result.best_fitness),
-        "params": space_lib.count_params(space, path, data.num_classes),
-        "supernet_test_accuracy": test_acc,
-        "random_fitness_mean": float(initial.mean()) if initial.size else None,
-        "search": {"method": settings.method, "evaluations": int(len(history)),
-                   "seconds": round(search_seconds, 2), **settings._asdict()},
-        "evolution": curve,
-        "training_counts": np.asarray(parallel.host(state.counts)).tolist(),
-        "steps": step,
-        "weights_sha256": weights_checksum(parallel.host(variables())),
-        "mesh": dict(mesh.shape),
-        "processes": jax.process_count(),
-        "timing": {"first_step_s": (None if compiled_at is None
-                                    else round(compiled_at, 2)),
-                   "median_step_s": (round(float(np.median(step_times)), 4)
-                                     if step_times else None),
-                   "search_s": round(search_seconds, 2),
-                   "checkpoint_saves": len(saves),
-                   "checkpoint_save_s": (round(float(np.mean(saves)), 4)
-                                         if saves else None)},
-    }
-    if lead:
-        wd.write_json(os.path.join(workdir, "genotype.json"), results)
-        plots.fitness_curve(curve["round"], curve["best"], curve["median"],
-                            os.path.join(workdir, "evolution.png"))
-        log.info("path %s (%s), fitness %.4f, %d parameters", path,
-                 " ".join(results["path_names"]), results["fitness"], results["params"])
-        log.info("results in %s (genotype.json, metrics.jsonl, checkpoints/, "
-                 "evolution.png)", workdir)
-    return results
+    """Runs or resumes a SPOS / FairNAS search in `workdir` (`jaxnas.search.run`
+    validates the config first); returns the results."""
+    return loop_lib.run(config, workdir, Hooks(config))

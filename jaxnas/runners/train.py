@@ -1,14 +1,14 @@
-"""Retraining a genotype from scratch: pure jittable steps, then the loop around them.
+"""Retraining an architecture from scratch in the search loop: pure jittable steps
+(`trainer`) and the loop hooks around them.
 
-One loop serves both search spaces: a DARTS genotype becomes `NetworkCIFAR` (auxiliary
-head, drop-path), a chain genotype (SPOS / FairNAS) the discrete `ChainNet` of its path.
+The architecture's space builds its discrete network (`Space.network`: a DARTS
+genotype becomes `NetworkCIFAR` with auxiliary head and drop-path, a chain path its
+`ChainNet`) and says which recipe options it takes (`Space.trainer_options`).
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import time
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -17,16 +17,14 @@ import ml_collections
 import optax
 from flax import struct
 
-from jaxnas import checkpoint as ckpt_lib
 from jaxnas import config as config_lib
-from jaxnas import workdir as wd
-from jaxnas.networks.darts_eval import NetworkCIFAR, param_count
+from jaxnas import losses
+from jaxnas import parallel
+from jaxnas import spaces
+from jaxnas.networks import param_count
+from jaxnas.optim import cosine_epoch_schedule, weight_optimizer
 from jaxnas.runners import common
-from jaxnas.spaces import chain as chain_space
-from jaxnas.spaces import genotypes
-from jaxnas.spaces import resolve
-from jaxnas.supernet.chain import ChainNet, build_path_network
-from jaxnas.strategies.darts import cosine_epoch_schedule, weight_optimizer
+from jaxnas.runners import loop as loop_lib
 from jaxnas.types import Batch, Metrics, PyTree
 
 log = logging.getLogger("jaxnas")
@@ -63,10 +61,6 @@ class Trainer(NamedTuple):
     drop_path_prob: Callable[[jax.Array], jax.Array]
 
 
-def _cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-
-
 def drop_path_schedule(drop_path_prob: float, epochs: int,
                        steps_per_epoch: int) -> Callable[[jax.Array], jax.Array]:
     """DARTS' `drop_path_prob * epoch / epochs`, epoch = step // steps_per_epoch."""
@@ -78,30 +72,27 @@ def drop_path_schedule(drop_path_prob: float, epochs: int,
     return schedule
 
 
-def _forward(model: NetworkCIFAR | ChainNet):
+def _forward(model):
     """``forward(variables, images, train, drop_path_prob, rng) -> ((logits, aux),
-    batch_stats)``: one calling convention for both networks (``aux`` None, new
-    statistics only in training)."""
-    if isinstance(model, NetworkCIFAR):
-        def forward(variables, images, train, drop_path_prob=0.0, rng=None):
-            if not train:
-                return model.apply(variables, images, train=False), None
+    batch_stats)``: one calling convention for every discrete network (``aux`` None
+    when the network has no auxiliary head, new statistics only in training). A
+    static ``drop_path_prob`` of 0 passes no drop-path arguments (no drop-path ops)."""
+
+    def forward(variables, images, train, drop_path_prob=0.0, rng=None):
+        if not train:
+            out, batch_stats = model.apply(variables, images, train=False), None
+        else:
+            extra = ({} if isinstance(drop_path_prob, float) and drop_path_prob == 0.0
+                     else {"drop_path_prob": drop_path_prob, "rngs": {"dropout": rng}})
             out, upd = model.apply(variables, images, train=True,
-                                   drop_path_prob=drop_path_prob,
-                                   rngs={"dropout": rng}, mutable=["batch_stats"])
-            return out, upd["batch_stats"]
-    else:
-        def forward(variables, images, train, drop_path_prob=0.0, rng=None):
-            del drop_path_prob, rng  # chain blocks have no drop-path
-            if not train:
-                return (model.apply(variables, images, train=False), None), None
-            logits, upd = model.apply(variables, images, train=True,
-                                      mutable=["batch_stats"])
-            return (logits, None), upd["batch_stats"]
+                                   mutable=["batch_stats"], **extra)
+            batch_stats = upd["batch_stats"]
+        return (out if isinstance(out, tuple) else (out, None)), batch_stats
+
     return forward
 
 
-def trainer(model: NetworkCIFAR | ChainNet, *, epochs: int, steps_per_epoch: int,
+def trainer(model: Any, *, epochs: int, steps_per_epoch: int,
             lr: float = 0.025, lr_min: float = 0.0, momentum: float = 0.9,
             weight_decay: float = 3e-4, grad_clip: float = 5.0,
             auxiliary_weight: float = 0.4, drop_path_prob: float = 0.0) -> Trainer:
@@ -113,12 +104,9 @@ def trainer(model: NetworkCIFAR | ChainNet, *, epochs: int, steps_per_epoch: int
     `lr` to `lr_min` once per epoch. Drop-path probability `drop_path_prob * epoch /
     epochs` is computed from the step inside the step (a traced scalar: one compile
     for the whole run); with `drop_path_prob == 0` drop-path is left out of the graph.
-    The drop-path key of step s is `fold_in(state.key, s)`. A `ChainNet` has
-    neither auxiliary head nor drop-path (pass ``drop_path_prob=0``).
+    The drop-path key of step s is `fold_in(state.key, s)`. Which of these a
+    network has is its space's `trainer_options` (a chain network: neither).
     """
-    if not isinstance(model, NetworkCIFAR) and drop_path_prob:
-        raise ValueError(f"drop_path_prob={drop_path_prob}: a chain network has no "
-                         "drop-path; expected 0")
     forward = _forward(model)
     lr_fn = cosine_epoch_schedule(lr, lr_min, epochs, steps_per_epoch)
     drop_fn = drop_path_schedule(drop_path_prob, epochs, steps_per_epoch)
@@ -143,10 +131,10 @@ def trainer(model: NetworkCIFAR | ChainNet, *, epochs: int, steps_per_epoch: int
             (logits, aux), batch_stats = forward(
                 {"params": params, "batch_stats": state.batch_stats}, batch["image"],
                 True, call_p, rng)
-            ce = _cross_entropy(logits, labels)
+            ce = losses.cross_entropy(logits, labels)
             loss = ce
             if aux is not None:
-                loss = loss + auxiliary_weight * _cross_entropy(aux, labels)
+                loss = loss + auxiliary_weight * losses.cross_entropy(aux, labels)
             return loss, (ce, logits, batch_stats)
 
         (loss, (ce, logits, batch_stats)), grads = jax.value_and_grad(
@@ -154,7 +142,7 @@ def trainer(model: NetworkCIFAR | ChainNet, *, epochs: int, steps_per_epoch: int
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {"train_loss": loss, "train_ce": ce,
-                   "train_accuracy": jnp.mean(jnp.argmax(logits, -1) == labels),
+                   "train_accuracy": losses.accuracy(logits, labels),
                    "lr": lr_fn(state.step), "drop_path_prob": p,
                    "grad_norm": optax.tree.norm(grads)}
         return state.replace(step=state.step + 1, params=params,
@@ -167,45 +155,105 @@ def trainer(model: NetworkCIFAR | ChainNet, *, epochs: int, steps_per_epoch: int
         (logits, _), _ = forward({"params": state.params,
                                   "batch_stats": state.batch_stats},
                                  batch["image"], False)
-        labels = batch["label"]
-        mask = batch.get("mask", jnp.ones(labels.shape, bool)).astype(logits.dtype)
-        losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-        return {"loss_sum": jnp.sum(losses * mask),
-                "correct": jnp.sum((jnp.argmax(logits, -1) == labels) * mask),
-                "count": jnp.sum(mask)}
+        return losses.eval_sums(logits, batch)
 
     return Trainer(init=init, step=step, evaluate=evaluate, lr=lr_fn,
                    drop_path_prob=drop_fn)
 
 
-def build(config: ml_collections.ConfigDict, genotype: resolve.Architecture,
-          num_classes: int, steps_per_epoch: int
-          ) -> tuple[NetworkCIFAR | ChainNet, Trainer]:
-    """The network and the pure training functions a config describes."""
-    m, o = config.model, config.optim
-    common_args = dict(epochs=config.epochs, steps_per_epoch=steps_per_epoch, lr=o.lr,
-                       lr_min=o.lr_min, momentum=o.momentum,
-                       weight_decay=o.weight_decay, grad_clip=o.grad_clip)
-    if isinstance(genotype, chain_space.ChainGenotype):
-        model = build_path_network(genotype.space, genotype.path, num_classes,
-                                   bn_momentum=m.bn_momentum)
-        return model, trainer(model, **common_args)
-    model = NetworkCIFAR(C=m.channels, num_classes=num_classes, layers=m.layers,
-                         auxiliary=m.auxiliary, genotype=genotypes.validate(genotype))
-    return model, trainer(model, auxiliary_weight=m.auxiliary_weight,
-                          drop_path_prob=m.drop_path_prob, **common_args)
+class Hooks(loop_lib.Hooks):
+    """Retraining `arch` from scratch: the whole train split, the test split for
+    evaluation; its space (`jaxnas.spaces.space_of`) builds the network."""
 
+    desc = "train"
+    results_file = "result.json"
 
-def check_data(genotype: resolve.Architecture, data: "TrainData") -> None:
-    """A chain genotype records its input channels and classes: they must match."""
-    if not isinstance(genotype, chain_space.ChainGenotype):
-        return
-    if genotype.space.in_channels != data.image_shape[-1]:
-        raise ValueError(f"the chain genotype takes {genotype.space.in_channels}-channel "
-                         f"images, but {data.name} has {data.image_shape[-1]}")
-    if genotype.num_classes != data.num_classes:
-        raise ValueError(f"the chain genotype has {genotype.num_classes} classes, but "
-                         f"{data.name} has {data.num_classes}")
+    def __init__(self, arch: Any):
+        self.space = spaces.space_of(arch)
+        self.arch = self.space.validate(arch)
+        self.arch_json = self.space.to_json(self.arch)
+        self.description = self.space.describe(self.arch)
+
+    def check_resumable(self, config, meta) -> None:
+        """Refuses a checkpoint of another genotype or a different config."""
+        common.check_resumable(config, meta)
+        if meta.get("genotype") != self.arch_json:
+            saved = meta.get("genotype")
+            try:
+                arch = spaces.from_json(saved)
+                saved = spaces.space_of(arch).describe(arch)
+            except (ValueError, TypeError, KeyError):
+                pass
+            raise config_lib.ConfigError(
+                f"the workdir holds a training run of another genotype ({saved}); use "
+                "a new --workdir, or pass that genotype to resume")
+
+    def meta(self) -> dict[str, Any]:
+        return {"genotype": self.arch_json}
+
+    def build(self, config, mesh) -> loop_lib.Plan:
+        data = load_data(config)
+        self.space.check_data(self.arch, name=data.name, num_classes=data.num_classes,
+                              image_shape=data.image_shape)
+        b = config.data.batch_size
+        steps_per_epoch, total_steps, stop = loop_lib.epochs_to_steps(
+            config, len(data.train), b, "the training split")
+        model = self.space.network(self.arch, num_classes=data.num_classes,
+                                   model=config.model)
+        o = config.optim
+        tr = trainer(model, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
+                     lr=o.lr, lr_min=o.lr_min, momentum=o.momentum,
+                     weight_decay=o.weight_decay, grad_clip=o.grad_clip,
+                     **self.space.trainer_options(config.model))
+        train_it, to_global = common.sharded_batches(
+            data.train, data, config, mesh, seed=config.seed, augment=True)
+        eval_fn = common.eval_function(tr.evaluate, mesh)
+        eval_b = common.round_to_axis(config.data.eval_batch_size or b, mesh,
+                                      "config.data.eval_batch_size")
+        eval_every = config.eval_every * steps_per_epoch  # 0: only at the end
+        sample = jnp.zeros((1,) + data.image_shape, jnp.float32)
+        counts = {}
+
+        def started(state, start: int) -> None:
+            counts["num_params"] = param_count(
+                {k: v for k, v in state.params.items() if k != AUX_HEAD})
+            counts["num_params_with_auxiliary"] = param_count(state.params)
+            log.info("training %s: %d parameters (%d with the auxiliary head), %d "
+                     "steps of batch %d (%d an epoch)", self.description,
+                     counts["num_params"], counts["num_params_with_auxiliary"], stop,
+                     b, steps_per_epoch)
+
+        def evaluate(state, step: int) -> dict[str, Any]:
+            out = common.evaluate(eval_fn, state, data.test, data, eval_b, mesh=mesh)
+            record = {**{f"test_{k}": v for k, v in out.items()},
+                      "epoch": step / steps_per_epoch}
+            log.info("step %d (epoch %.2f): test accuracy %.4f", step, record["epoch"],
+                     record["test_accuracy"])
+            return record
+
+        def finalize(state, loop: loop_lib.LoopResult) -> dict[str, Any]:
+            # a resumed finished run: the same weights give the same figures
+            final = loop.last_eval or evaluate(state, loop.step)
+            return {"genotype": self.arch_json, "genotype_str": self.description,
+                    "dataset": data.name, **counts,
+                    "test_accuracy": final["test_accuracy"],
+                    "test_error": 1.0 - final["test_accuracy"],
+                    "test_loss": final["test_loss"], "steps": loop.step,
+                    "epochs": loop.step / steps_per_epoch, "total_steps": total_steps}
+
+        def report(results, workdir: str) -> None:
+            log.info("test accuracy %.4f after %d steps; results in %s (result.json, "
+                     "metrics.jsonl, checkpoints/)", results["test_accuracy"],
+                     results["steps"], workdir)
+
+        return loop_lib.Plan(
+            init=lambda: tr.init(jax.random.key(config.seed, impl=KEY_IMPL), sample),
+            step=common.jit_step(tr.step, mesh, (parallel.batch_sharding(mesh),)),
+            batches=lambda: (to_global(next(train_it)),), feeds={"train": train_it},
+            stop=stop, evaluate=evaluate,
+            eval_due=lambda step: bool(eval_every and step % eval_every == 0)
+            or step == stop,
+            started=started, finalize=finalize, report=report)
 
 
 class TrainData(NamedTuple):
@@ -238,137 +286,7 @@ def load_data(config: ml_collections.ConfigDict) -> TrainData:
                      tuple(std))
 
 
-def saved_meta(workdir: str) -> dict[str, Any] | None:
-    """The metadata of the newest readable checkpoint (see `checkpoint.latest_meta`)."""
-    return ckpt_lib.latest_meta(workdir)
-
-
-def check_resumable(config: ml_collections.ConfigDict, genotype_json: dict[str, Any],
-                    meta: dict[str, Any]) -> None:
-    """Refuses to resume a checkpoint of another genotype or a different config."""
-    common.check_resumable(config, meta)
-    if meta.get("genotype") != genotype_json:
-        saved = meta.get("genotype")
-        try:
-            saved = (chain_space.chain_genotype_from_json(saved).describe()
-                     if chain_space.is_chain_json(saved)
-                     else genotypes.to_str(genotypes.from_json(saved)))
-        except (ValueError, TypeError, KeyError):
-            pass
-        raise config_lib.ConfigError(
-            f"the workdir holds a training run of another genotype ({saved}); use a "
-            f"new --workdir, or pass that genotype to resume")
-
-
-def run(config: ml_collections.ConfigDict, genotype: resolve.Architecture,
-        workdir: str) -> dict[str, Any]:
-    """Trains (or resumes) `genotype` in `workdir`; returns the result.json dict."""
-    from jaxnas import data as data_lib
-
-    if not isinstance(genotype, chain_space.ChainGenotype):
-        genotype = genotypes.validate(genotype)
-    genotype_json = resolve.to_json(genotype)
-    description = resolve.describe(genotype)
-    workdir = wd.prepare_workdir(workdir)
-    lead = jax.process_index() == 0
-    saved = saved_meta(workdir)
-    if saved is not None:  # refuse a different run before touching the workdir
-        check_resumable(config, genotype_json, saved)
-    common.record_config(config, workdir, enabled=lead)
-    data = load_data(config)
-    check_data(genotype, data)
-    b = config.data.batch_size
-    steps_per_epoch = len(data.train) // b
-    if steps_per_epoch == 0:
-        raise ValueError(f"config.data.batch_size={b} is larger than the training "
-                         f"split ({len(data.train)} images)")
-    total_steps = config.epochs * steps_per_epoch
-    stop = min(config.num_steps, total_steps) if config.num_steps > 0 else total_steps
-    eval_every = config.eval_every * steps_per_epoch  # 0: only at the end
-
-    model, tr = build(config, genotype, data.num_classes, steps_per_epoch)
-    t0 = time.time()
-    sample = jnp.zeros((1,) + data.image_shape, jnp.float32)
-    state = jax.jit(tr.init)(jax.random.key(config.seed, impl=KEY_IMPL), sample)
-    num_params = param_count({k: v for k, v in state.params.items() if k != AUX_HEAD})
-    num_params_all = param_count(state.params)
-    augment = data_lib.Augment(config.data.crop_padding, config.data.flip,
-                               config.data.cutout)
-    train_it = data_lib.BatchIterator(data.train.images, data.train.labels,
-                                      batch_size=b, mean=data.mean, std=data.std,
-                                      seed=config.seed, augment=augment)
-
-    checkpointer = ckpt_lib.Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
-    metrics_log = wd.MetricsWriter(workdir, enabled=lead)
-    start = 0
-    restored = checkpointer.restore(state)
-    if restored is not None:
-        state, meta, start = restored
-        train_it.restore(meta["train_position"])
-        metrics_log.truncate_after(start)
-        log.info("resumed from the checkpoint at step %d", start)
-    # Fresh and restored states must look alike to jit (same committed placement), or
-    # a resumed run would compile the step again instead of hitting the XLA cache.
-    state = jax.device_put(state, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
-    log.info("training %s: %d parameters (%d with the auxiliary head), %d steps of "
-             "batch %d (%d an epoch)", description, num_params,
-             num_params_all, stop, b, steps_per_epoch)
-
-    step_fn = jax.jit(tr.step, donate_argnums=0)
-    eval_fn = jax.jit(tr.evaluate)
-    eval_b = config.data.eval_batch_size or b
-
-    def meta() -> dict[str, Any]:
-        return {"train_position": train_it.position(), "config": config.to_dict(),
-                "genotype": genotype_json}
-
-    def evaluate() -> dict[str, float]:
-        out = common.evaluate(eval_fn, state, data.test, data, eval_b)
-        return {f"test_{k}": v for k, v in out.items()}
-
-    final = None
-
-    def run_step() -> dict[str, float]:
-        nonlocal state
-        state, metrics = step_fn(state, next(train_it))
-        return {k: float(v) for k, v in jax.device_get(metrics).items()}
-
-    def eval_record(step: int) -> dict[str, Any]:
-        nonlocal final
-        record = {**evaluate(), "epoch": step / steps_per_epoch}
-        if step == stop:
-            final = record
-        log.info("step %d (epoch %.2f): test accuracy %.4f", step, record["epoch"],
-                 record["test_accuracy"])
-        return record
-
-    def save(step: int, *, force: bool = False) -> None:
-        checkpointer.save(step, state, meta(), force=force)
-
-    step = common.step_loop(
-        start=start, stop=stop, run_step=run_step,
-        eval_due=lambda step: bool(eval_every and step % eval_every == 0) or step == stop,
-        evaluate=eval_record, save=save, checkpointer=checkpointer, config=config,
-        metrics_log=metrics_log, desc="train", lead=lead, t0=t0).step
-
-    if final is None:  # resumed a finished run: the same weights give the same figures
-        final = {**evaluate(), "epoch": step / steps_per_epoch}
-    results = {
-        "genotype": genotype_json,
-        "genotype_str": description,
-        "dataset": data.name,
-        "num_params": num_params,
-        "num_params_with_auxiliary": num_params_all,
-        "test_accuracy": final["test_accuracy"],
-        "test_error": 1.0 - final["test_accuracy"],
-        "test_loss": final["test_loss"],
-        "steps": step,
-        "epochs": step / steps_per_epoch,
-        "total_steps": total_steps,
-    }
-    if lead:
-        wd.write_json(os.path.join(workdir, "result.json"), results)
-        log.info("test accuracy %.4f after %d steps; results in %s (result.json, "
-                 "metrics.jsonl, checkpoints/)", results["test_accuracy"], step,
-                 workdir)
-    return results
+def run(config: ml_collections.ConfigDict, arch: Any, workdir: str) -> dict[str, Any]:
+    """Trains (or resumes) `arch` in `workdir`; returns the result.json dict
+    (`jaxnas.train.run` validates the config first)."""
+    return loop_lib.run(config, workdir, Hooks(arch))

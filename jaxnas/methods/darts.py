@@ -1,0 +1,55 @@
+"""DARTS' config rules, beside the code they guard: allowed values are read from the
+supernet, kernels and strategy modules themselves (`config.choice_from`)."""
+
+from __future__ import annotations
+
+import ml_collections
+
+from jaxnas import config as C
+from jaxnas import methods
+from jaxnas.errors import ConfigError
+
+RULES: dict[str, C.Rule] = {
+    "model.channels": C.positive(int),
+    "model.layers": C.Rule(lambda v: isinstance(v, int) and not isinstance(v, bool)
+                           and v >= 3,
+                           "an integer >= 3 (two reduction cells at 1/3 and 2/3 depth)"),
+    "model.steps": C.positive(int),
+    "model.multiplier": C.positive(int),
+    "model.stem_multiplier": C.positive(int),
+    "model.mixed_op": C.choice_from("jaxnas.supernet.darts", "MIXED_OPS"),
+    "model.impl": C.choice_from("jaxnas.supernet.kernels", "IMPLS"),
+    # strategies.darts.ESTIMATORS is the registry's names
+    "darts.estimator": C.choice_from("jaxnas.strategies.estimators", "REGISTRY"),
+    "darts.unroll_momentum": methods.BOOL,
+    "darts.fd_eps": C.positive(),
+    "darts.implicit_iters": C.positive(int),
+    "darts.implicit_damping": C.non_negative(),
+    "darts.neumann_alpha": C.positive(),
+    "darts.warmup_epochs": C.Rule(lambda v: isinstance(v, int) and not isinstance(v, bool)
+                                  and v >= 0, "a non-negative integer"),
+    "optim.w_lr": C.positive(),
+    "optim.w_lr_min": C.non_negative(),
+    "optim.w_momentum": C.in_range(0.0, 1.0, hi_open=True),
+    "optim.w_weight_decay": C.non_negative(),
+    "optim.grad_clip": C.positive(),
+    "optim.a_lr": C.positive(),
+    "optim.a_b1": C.in_range(0.0, 1.0, hi_open=True),
+    "optim.a_b2": C.in_range(0.0, 1.0, hi_open=True),
+    "optim.a_weight_decay": C.non_negative(),
+}
+
+
+def check(config: ml_collections.ConfigDict) -> None:
+    """Cross-key rules of a DARTS config."""
+    if config.darts.warmup_epochs >= config.epochs:
+        raise ConfigError(f"config.darts.warmup_epochs={config.darts.warmup_epochs} is "
+                          f"not allowed: expected fewer than epochs={config.epochs} (the "
+                          "architecture would never be updated)")
+    if config.model.multiplier > config.model.steps:
+        raise ConfigError(f"config.model.multiplier={config.model.multiplier} is not "
+                          f"allowed: expected at most model.steps={config.model.steps}")
+
+
+DARTS = methods.register(methods.Method(
+    name="darts", title="DARTS", rules=RULES, loop="jaxnas.runners.darts", check=check))
