@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -75,9 +76,44 @@ def _train(genotype, workdir, data_dir, *extra):
         timeout=900)
 
 
+STEPS = 40  # batch 16: well inside the first of the recipe's epochs (lr near 0.1)
+
+
+def _recompute_test_metrics(workdir, result, data_dir):
+    """Test loss and accuracy of the final checkpoint's weights, computed here: the
+    checkpoint read by orbax without a target, the network applied to the whole test
+    split at once, cross entropy and accuracy in float64 numpy."""
+    import ml_collections
+    import numpy as np
+    import orbax.checkpoint as ocp
+
+    from jaxnas import data as data_lib
+    from jaxnas import spaces
+
+    manager = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"))
+    state = manager.restore(result["steps"], args=ocp.args.Composite(
+        state=ocp.args.StandardRestore()))["state"]
+    manager.close()
+    arch = spaces.from_json(result["genotype"])
+    model = spaces.space_of(arch).network(
+        arch, num_classes=10, model=ml_collections.ConfigDict({"bn_momentum": 0.9}))
+    test = data_lib.load_split("digits", "test", data_dir)
+    mean, std = data_lib.DATASET_STATS[data_lib.DIGITS]
+    images = (test.images.astype(np.float64) / 255 - mean) / std
+    logits = np.asarray(model.apply({"params": state["params"],
+                                     "batch_stats": state["batch_stats"]},
+                                    images.astype(np.float32), train=False), np.float64)
+    top = logits.max(-1, keepdims=True)
+    log_z = (top + np.log(np.exp(logits - top).sum(-1, keepdims=True)))[:, 0]
+    labels = np.asarray(test.labels)
+    loss = float(np.mean(log_z - logits[np.arange(len(labels)), labels]))
+    return loss, float(np.mean(np.argmax(logits, -1) == labels)), len(labels)
+
+
 def test_train_a_chain_path_end_to_end(tmp_path, digits_data_dir):
     genotype = _genotype_file(tmp_path)
-    proc = _train(genotype, tmp_path / "run", digits_data_dir)
+    proc = _train(genotype, tmp_path / "run", digits_data_dir,
+                  f"--config.num_steps={STEPS}")
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = json.load(open(tmp_path / "run" / "result.json"))
     space = space_lib.digits_space()
@@ -86,12 +122,23 @@ def test_train_a_chain_path_end_to_end(tmp_path, digits_data_dir):
     assert result["num_params_with_auxiliary"] == result["num_params"]
     assert result["genotype"] == space_lib.genotype_to_json(space, PATH, 10)
     assert result["genotype_str"].split() == space_lib.path_names(PATH)
-    assert result["steps"] == 3 and 0.0 <= result["test_accuracy"] <= 1.0
+    assert result["steps"] == STEPS and 0.0 <= result["test_accuracy"] <= 1.0
     records = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
-    assert [r["step"] for r in records] == [1, 2, 3]
+    assert [r["step"] for r in records] == list(range(1, STEPS + 1))
     assert all(r["drop_path_prob"] == 0.0 for r in records)
-    # the training loss goes down over three steps on the same schedule
-    assert records[-1]["train_loss"] < records[0]["train_loss"] + 1.0
+    # it learns: a uniform guess has loss log(10) = 2.30; the last ten steps average
+    # clearly below it, and well below the first step's loss
+    first = records[0]["train_loss"]
+    last = sum(r["train_loss"] for r in records[-10:]) / 10
+    assert last < math.log(10) - 0.5 and last < first - 0.5, (first, last)
+    # the stored test figures are those of the final weights, recomputed here
+    loss, accuracy, n = _recompute_test_metrics(tmp_path / "run", result,
+                                                digits_data_dir)
+    assert abs(result["test_accuracy"] - accuracy) < 0.5 / n  # the same count
+    assert abs(result["test_loss"] - loss) < 1e-4 * max(1.0, loss)
+    # above a guess (0.1) by more than three binomial standard deviations (the
+    # BatchNorm running averages of 40 steps still lag the weights)
+    assert result["test_accuracy"] > 0.1 + 3 * math.sqrt(0.1 * 0.9 / n)
 
 
 def test_chain_genotype_for_other_images_refused(tmp_path, digits_data_dir):
