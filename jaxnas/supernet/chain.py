@@ -57,15 +57,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxnas.networks import param_count
-# moved to jaxnas.networks.chain; re-exported until runners/train.py imports them there
-from jaxnas.networks.chain import ChainNet, build_path_network  # noqa: F401
+# the one init_key (jaxnas.optim), re-exported for benchmarks/evolution.py
+from jaxnas.optim import init_key  # noqa: F401
 from jaxnas.spaces import chain as space_lib
 from jaxnas.spaces.chain import CHOICES, MAX_EXPANSION, MAX_KERNEL
 from jaxnas.supernet.chain_kernels import (IMPLS, Head, Stem, as_indices,  # noqa: F401
                                            bn_variables, check_input,
                                            inverted_residual)
-# the one init_key, re-exported here for strategies/oneshot.py and benchmarks/
-from jaxnas.supernet.darts import init_key  # noqa: F401
 from jaxnas.types import Array, PyTree
 
 DISPATCHES = ("gather", "switch")
