@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from jaxnas.networks import chain as net_lib
+from jaxnas.networks import param_count
 from jaxnas.spaces import chain as space_lib
 from jaxnas.supernet import chain as sn
 from jaxnas.supernet import chain_kernels as ck
@@ -69,7 +70,7 @@ def test_parameter_count_of_a_path_by_hand():
 def test_parameter_count_equals_the_discrete_network(path):
     net = net_lib.build_path_network(SPACE, path, CLASSES)
     shapes = jax.eval_shape(net.init, jax.random.key(0), X)
-    assert sn.count_variables(shapes["params"]) == space_lib.count_params(
+    assert param_count(shapes["params"]) == space_lib.count_params(
         SPACE, path, CLASSES)
 
 

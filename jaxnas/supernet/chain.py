@@ -56,7 +56,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnas.networks import param_count
 # the one init_key (jaxnas.optim), re-exported for benchmarks/evolution.py
 from jaxnas.optim import init_key  # noqa: F401
 from jaxnas.spaces import chain as space_lib
@@ -288,8 +287,3 @@ def merge_path_stats(old: PyTree, per_path: PyTree, paths: Array) -> PyTree:
         else:
             out[name] = jax.tree.map(lambda p: jnp.mean(p, axis=0), per_path[name])
     return out
-
-
-def count_variables(tree: PyTree) -> int:
-    """Number of scalars in a pytree of arrays (`jaxnas.networks.param_count`)."""
-    return param_count(tree)
