@@ -73,7 +73,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.steps = 4
     config.model.multiplier = 4
     config.model.stem_multiplier = 3
-    config.model.mixed_op = "fused"
+    config.model.mixed_op = "fused"  # or "scan" (the supernet's default), "loop"
     config.model.impl = "auto"
 
     config.darts = ml_collections.ConfigDict()
