@@ -133,6 +133,9 @@ def test_parameter_count_reference_figure_and_hand_count():
     skip = nb201.from_str("|skip_connect~0|+|skip_connect~0|skip_connect~1|+|"
                           "skip_connect~0|skip_connect~1|avg_pool_3x3~2|")
     assert SPACE.num_params(none) == SPACE.num_params(skip)
+    assert SPACE.num_params(none, auxiliary=False) == SPACE.num_params(none)
+    with pytest.raises(ValueError, match="no auxiliary head"):
+        SPACE.num_params(none, auxiliary=True)
 
 
 # ---- the discrete network

@@ -242,8 +242,13 @@ class NB201Space:
         return NB201Genotype(check_ops(arch.ops))
 
     def num_params(self, arch: NB201Genotype, *, channels: int = 16, layers: int = 5,
-                   num_classes: int | None = None, in_channels: int = 3) -> int:
-        """Parameters of TinyNetwork(C=channels, N=layers cells per stage)."""
+                   num_classes: int | None = None, in_channels: int = 3,
+                   auxiliary: bool = False) -> int:
+        """Parameters of TinyNetwork(C=channels, N=layers cells per stage).
+        ``auxiliary`` is accepted so that a caller can pass DARTS' flags through; the
+        network has no auxiliary head, so True is refused."""
+        if auxiliary:
+            raise ValueError("the NB201 network has no auxiliary head")
         return count_params(arch, channels, layers,
                             self.num_classes if num_classes is None else num_classes,
                             in_channels)
