@@ -74,7 +74,8 @@ class Table:
         for name, values in self.metrics.items():
             values = np.asarray(values, np.float32)
             if values.shape != (nb201.NUM_ARCHS,):
-                raise ValueError(f"metric {name!r}: expected shape ({nb201.NUM_ARCHS},), "
+                raise ValueError(f"metric {name!r}: expected shape "
+                                 f"({nb201.NUM_ARCHS},), "
                                  f"got {values.shape}")
             metrics[str(name)] = values
         object.__setattr__(self, "metrics", metrics)
@@ -211,13 +212,15 @@ def records_from_nb201(data: Mapping[str, Any], hp: str = "200"
         arch_str = data["meta_archs"][int(nb_index)]
         record = infos[_HP_KEYS[hp]]
         if record.get("arch_str", arch_str) != arch_str:
-            raise ValueError(f"NB201 record {nb_index}: arch_str {record['arch_str']!r} "
+            raise ValueError(f"NB201 record {nb_index}: arch_str "
+                             f"{record['arch_str']!r} "
                              f"differs from meta_archs[{nb_index}] {arch_str!r}")
         metrics: dict[str, float] = {}
         for dataset, seeds in record["dataset_seed"].items():
             trials = [record["all_results"][(dataset, seed)] for seed in seeds]
             last = [t["epochs"] - 1 for t in trials]
-            sets = sorted({k.rsplit("@", 1)[0] for t in trials for k in t["eval_acc1es"]})
+            sets = sorted({k.rsplit("@", 1)[0] for t in trials
+                           for k in t["eval_acc1es"]})
             for s in sets:
                 metrics[f"{dataset}/{s}"] = _mean(
                     [t["eval_acc1es"].get(f"{s}@{e}") for t, e in zip(trials, last)])
@@ -260,8 +263,8 @@ def lookup_throughput(population: int = 1 << 20, repeats: int = 20,
     rng = np.random.default_rng(seed)
     table = Table({"acc": rng.random(nb201.NUM_ARCHS).astype(np.float32)})
     fitness = jax.jit(table.fitness_fn("acc"))
-    paths = jax.device_put(rng.integers(0, len(nb201.OPS), (population, nb201.NUM_EDGES),
-                                        dtype=np.int32))
+    paths = jax.device_put(rng.integers(0, len(nb201.OPS),
+                                        (population, nb201.NUM_EDGES), dtype=np.int32))
     expected = table.query_paths(np.asarray(paths), "acc")
     out = fitness(paths).block_until_ready()
     np.testing.assert_array_equal(np.asarray(out), expected)

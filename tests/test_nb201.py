@@ -59,14 +59,17 @@ def test_the_example_string_parses_to_its_ops():
     (EXAMPLE + "x", len(EXAMPLE), r"the end of the string.*got 'x'"),
     ("|none~0|none~1|+|none~0|none~1|+|none~0|none~1|none~2|", 8,
      r"'\+' before node 2 \(node 1 has 1 edge\), got 'n'"),
-    ("|none-0|+|none~0|none~1|+|none~0|none~1|none~2|", 1, r"the op of edge 0->1 .*got 'none-0'"),
+    ("|none-0|+|none~0|none~1|+|none~0|none~1|none~2|", 1,
+     r"the op of edge 0->1 .*got 'none-0'"),
     ("nor_conv_3x3~0|", 0, r"'\|' opening node 1"),
     ("|none~0|+|none~1|none~0|+|none~0|none~1|none~2|", 15, r"input node 0 of node 2"),
-    ("|none~0|+|none~0|none~1|+|none~0|none~1|none~2", 46, r"'\|' after the edge none~2"),
+    ("|none~0|+|none~0|none~1|+|none~0|none~1|none~2", 46,
+     r"'\|' after the edge none~2"),
 ])
 def test_malformed_strings_are_refused_naming_position_and_expectation(
         text, position, expected):
-    with pytest.raises(ValueError, match=rf"at position {position} expected {expected}"):
+    with pytest.raises(ValueError,
+                       match=rf"at position {position} expected {expected}"):
         nb201.from_str(text)
     if text.startswith("|"):  # the command line's spec reaches the same message
         with pytest.raises(ValueError, match=rf"at position {position}"):
@@ -162,7 +165,8 @@ def test_network_parameter_count_is_the_reference_figure():
 
 
 def _conv(x, w, stride, pad):
-    return jax.lax.conv_general_dilated(x, w, (stride, stride), ((pad, pad), (pad, pad)),
+    return jax.lax.conv_general_dilated(x, w, (stride, stride),
+                                        ((pad, pad), (pad, pad)),
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 

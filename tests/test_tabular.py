@@ -7,7 +7,6 @@ import importlib.util
 import itertools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

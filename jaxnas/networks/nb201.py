@@ -40,7 +40,8 @@ class InferCell(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         if x.shape[-1] != self.C:
-            raise ValueError(f"InferCell: expected {self.C} channels, got {x.shape[-1]}")
+            raise ValueError(f"InferCell: expected {self.C} channels, got "
+                             f"{x.shape[-1]}")
         nodes = [x]
         edges = iter(zip(nb201.EDGES, self.genotype.names))
         for i in range(1, nb201.NUM_NODES):
@@ -53,7 +54,8 @@ class InferCell(nn.Module):
         return nodes[-1]
 
 
-def edge_op(name: str, x: jax.Array, C: int, train: bool, module_name: str) -> jax.Array:
+def edge_op(name: str, x: jax.Array, C: int, train: bool,
+            module_name: str) -> jax.Array:
     """One cell edge (C -> C, stride 1); only the conv ops create parameters."""
     if name == "none":
         return jnp.zeros_like(x)

@@ -92,7 +92,8 @@ def from_str(text: str) -> NB201Genotype:
     """Parses NB201's arch string exactly (edges in the canonical order, no spaces
     inside); ValueError naming the character position and what was expected."""
     if not isinstance(text, str):
-        raise ValueError(f"an NB201 arch string must be a str, got {type(text).__name__}")
+        raise ValueError(f"an NB201 arch string must be a str, got "
+                         f"{type(text).__name__}")
     s = text.strip()
     pos = 0
 
@@ -298,7 +299,8 @@ class NB201Space:
         obj = _unwrap(obj)
         if isinstance(obj, str):
             return from_str(obj)
-        if not isinstance(obj, Mapping) or obj.get("type") != "nb201" or "arch" not in obj:
+        if not (isinstance(obj, Mapping) and obj.get("type") == "nb201"
+                and "arch" in obj):
             raise ValueError(f"malformed NB201 genotype {str(obj)[:80]}: expected "
                              "{'type': 'nb201', 'arch': '|op~0|+...'}")
         arch = from_str(obj["arch"])
