@@ -71,9 +71,12 @@ def implicit_solve(train_loss: Loss, params: PyTree, arch: PyTree, train_batch: 
       "auto":   CG, then "normal" from x0 = 0 when CG's true residual misses `tol`
                 (an indefinite or singular M, where CG may diverge or stall), keeping the
                 solution with the smaller true residual.
-    max_iters: per solver; None is the solver's default (10 x dim(w) for CG). `tol` is
-    relative to ||v|| and the achieved value is returned: in float32 about 1e-6 is the
-    floor, so pass a looser tol and a `max_iters` there.
+    max_iters: per solver; None is the solver's default (10 x dim(w) for CG), which on
+    a supernet is far too many: pass a bound there. `tol` is relative to ||v|| and the
+    achieved value is returned: in float32 about 1e-6 is the floor, so pass a looser
+    tol there. The normal equations are solved to tol**2 (their residual M r can be
+    small while r is not, by up to the condition number of M), so they usually run to
+    `max_iters`.
 
     Returns (x, info) with info["relative_residual"] = ||M x - v|| / ||v|| (the true
     residual, recomputed) and info["fallback"] (True when "auto" used "normal").
@@ -110,13 +113,15 @@ def implicit_solve(train_loss: Loss, params: PyTree, arch: PyTree, train_batch: 
     res = residual(x)
     fallback = jnp.zeros((), bool)
     if solver == "auto":
-        def use_normal(x_cg):
+        def use_normal(x_cg, res_cg):
             x_n = normal()
-            better = residual(x_n) < residual(x_cg)
-            return jax.tree.map(lambda a, b: jnp.where(better, a, b), x_n, x_cg), better
+            res_n = residual(x_n)
+            better = res_n < res_cg
+            x = jax.tree.map(lambda a, b: jnp.where(better, a, b), x_n, x_cg)
+            return x, jnp.minimum(res_n, res_cg), better
 
-        x, fallback = jax.lax.cond(res > tol, use_normal, lambda x_cg: (x_cg, fallback), x)
-        res = residual(x)
+        x, res, fallback = jax.lax.cond(res > tol, use_normal,
+                                        lambda x, r: (x, r, fallback), x, res)
     return x, {"relative_residual": res, "fallback": fallback}
 
 
@@ -182,6 +187,8 @@ def direct_gradient(val_loss: Loss, params: PyTree, arch: PyTree, val_batch: Any
     g2, the part through the weights (see `figures.split`).
     """
     w = params
+    if steps and train_loss is None:
+        raise ValueError(f"steps={steps}: the virtual steps need train_loss")
     if steps:
         w = unrolled_weights(train_loss, params, arch, train_batch, lr=lr, steps=steps)
     return jax.grad(val_loss, argnums=1)(w, arch, val_batch)
