@@ -1,5 +1,6 @@
-"""Tests for jaxnas.study against closed forms of a quadratic bilevel problem (float64),
-hand computations, and one small MLP checked against hypergrad and finite differences."""
+"""Tests for jaxnas.study against closed forms of a quadratic bilevel problem
+(float64), hand computations, and one small MLP checked against hypergrad and finite
+differences."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ N_W, N_A = 5, 3
 UNROLLED = jax.jit(study.unrolled, static_argnums=(0, 1),
                    static_argnames=("steps", "per_step_batches"))
 IMPLICIT_REFERENCE = jax.jit(study.implicit_reference, static_argnums=(0, 1),
-                             static_argnames=("tol", "max_iters", "solver", "return_info"))
+                             static_argnames=("tol", "max_iters", "solver",
+                                              "return_info"))
 ARCH_EIGENVALUES = jax.jit(study.arch_hessian_eigenvalues, static_argnums=(0,),
                            static_argnames=("chunk_size",))
 WEIGHT_EXTREMES = jax.jit(study.weight_hessian_extremes, static_argnums=(0,),
@@ -33,7 +35,8 @@ DIRECT = jax.jit(study.direct_gradient, static_argnums=(0,),
                  static_argnames=("train_loss", "steps"))
 DARTS_EXACT = jax.jit(hg.darts_second_order, static_argnums=(0, 1),
                       static_argnames=("method",))
-IMPLICIT = jax.jit(hg.implicit, static_argnums=(0, 1), static_argnames=("method", "iters"))
+IMPLICIT = jax.jit(hg.implicit, static_argnums=(0, 1),
+                   static_argnames=("method", "iters"))
 IMPLICIT_TRACE = jax.jit(study.implicit_trace, static_argnums=(0, 1),
                          static_argnames=("method", "iters", "with_estimates"))
 
@@ -51,7 +54,8 @@ def x64():
 #
 # grad_w train = A w - B a - b,  H = A,  d2_{a,w} train . x = -B^T x,
 # grad_w val = w - t + E a,  grad_a val = D a + E^T w,  d2_a val = D.
-# SGD: w_{t+1} = (I - lr A) w_t + lr (B a + b_t), so dw_T/da = sum_{s<T} (I - lr A)^s lr B.
+# SGD: w_{t+1} = (I - lr A) w_t + lr (B a + b_t),
+# so dw_T/da = sum_{s<T} (I - lr A)^s lr B.
 
 
 def _problem(eigs=(0.5, 0.8, 1.1, 1.6, 2.0), seed=0) -> dict[str, np.ndarray]:
@@ -170,7 +174,8 @@ def test_implicit_reference_positive_definite(solver):
     assert float(info["relative_residual"]) <= 1e-8
     assert not bool(info["fallback"])
     # hypergrad's own CG is exact after dim(w) iterations on this problem.
-    cg = IMPLICIT(train, val, w, a, p["tb"], p["vb"], method="cg", iters=N_W, damping=damp)
+    cg = IMPLICIT(train, val, w, a, p["tb"], p["vb"], method="cg", iters=N_W,
+                  damping=damp)
     np.testing.assert_allclose(_flat(out), _flat(cg), rtol=1e-8, atol=1e-8)
 
 
@@ -207,11 +212,13 @@ def test_arch_hessian_eigenvalues_closed_form():
         eig = ARCH_EIGENVALUES(val, w, a, p["vb"], chunk_size=chunk)
         np.testing.assert_allclose(np.asarray(eig), np.linalg.eigvalsh(p["D"]), **TOL)
     assert np.all(np.diff(np.asarray(eig)) >= 0)
-    np.testing.assert_allclose(np.asarray(study.arch_hessian(val, w, a, p["vb"])), p["D"],
+    hess = np.asarray(study.arch_hessian(val, w, a, p["vb"]))
+    np.testing.assert_allclose(hess, p["D"],
                                **TOL)
 
 
-@pytest.mark.parametrize("eigs", [(0.5, 0.8, 1.1, 1.6, 2.0), (-3.0, -1.0, 0.5, 1.0, 2.0),
+@pytest.mark.parametrize("eigs", [(0.5, 0.8, 1.1, 1.6, 2.0),
+                                  (-3.0, -1.0, 0.5, 1.0, 2.0),
                                   (-2.0, -1.5, -1.0, -0.6, 1.0)])
 def test_weight_hessian_extremes(eigs):
     p, train, _, w, a = _setup(eigs=eigs)
@@ -234,15 +241,18 @@ def test_power_iteration_dominant_and_residual():
     assert abs(float(v[1])) == pytest.approx(1.0)
     assert float(res) < 1e-10
     # Too few iterations: the residual says so.
-    _, _, res = study.power_iteration(lambda x: jnp.asarray(m) @ x, jnp.ones(3), iters=1)
+    _, _, res = study.power_iteration(lambda x: jnp.asarray(m) @ x, jnp.ones(3),
+                                      iters=1)
     assert float(res) > 0.1
 
 
 def test_neumann_radius():
     assert float(study.neumann_radius(0.5, 0.5, 2.0)) == pytest.approx(0.75)
     assert float(study.neumann_radius(1.0, 0.5, 2.5)) == pytest.approx(1.5)  # diverges
-    assert float(study.neumann_radius(0.1, -1.0, 2.0)) == pytest.approx(1.1)  # indefinite
-    assert float(study.neumann_radius(0.1, -1.0, 2.0, damping=1.5)) == pytest.approx(0.95)
+    # Indefinite: diverges, unless damping lifts the spectrum above zero.
+    assert float(study.neumann_radius(0.1, -1.0, 2.0)) == pytest.approx(1.1)
+    assert float(study.neumann_radius(0.1, -1.0, 2.0, damping=1.5)) == pytest.approx(
+        0.95)
 
 
 def _numpy_cg(M, v, iters):
@@ -331,7 +341,8 @@ def test_agreement_zero_norms():
     assert [float(both[k]) for k in ("cosine", "relative_error", "norm_ratio",
                                      "sign_agreement")] == [1.0, 0.0, 1.0, 1.0]
     e0 = AGREEMENT(z, x)
-    assert [float(e0[k]) for k in ("cosine", "relative_error", "norm_ratio")] == [0, 1, 0]
+    figures = [float(e0[k]) for k in ("cosine", "relative_error", "norm_ratio")]
+    assert figures == [0, 1, 0]
     assert float(e0["sign_agreement"]) == pytest.approx(1 / 3)
     r0 = AGREEMENT(x, z)
     assert float(r0["cosine"]) == 0.0
@@ -344,8 +355,10 @@ def test_agreement_zero_norms():
 
 def test_argmax_agreement():
     # Two leaves of [edges, ops]; the favoured op is the argmin of the gradient.
-    g = {"n": jnp.array([[0.1, -0.5, 0.2], [0.3, 0.2, -0.1]]), "r": jnp.array([[1.0, 0.0]])}
-    h = {"n": jnp.array([[-0.9, -0.5, 0.2], [0.0, 0.2, -0.1]]), "r": jnp.array([[2.0, -1.0]])}
+    g = {"n": jnp.array([[0.1, -0.5, 0.2], [0.3, 0.2, -0.1]]),
+         "r": jnp.array([[1.0, 0.0]])}
+    h = {"n": jnp.array([[-0.9, -0.5, 0.2], [0.0, 0.2, -0.1]]),
+         "r": jnp.array([[2.0, -1.0]])}
     fav = study.favoured_ops(g)
     np.testing.assert_array_equal(fav["n"], [1, 2])
     np.testing.assert_array_equal(fav["r"], [1])
@@ -426,7 +439,8 @@ def test_mlp_unrolled_against_darts_and_finite_differences():
     lr = 0.1
     one = UNROLLED(loss, loss, w, a, tb, vb, lr=lr, steps=1)
     exact = DARTS_EXACT(loss, loss, w, a, tb, vb, lr=lr, method="exact")
-    np.testing.assert_allclose(np.asarray(one), np.asarray(exact), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(one), np.asarray(exact), rtol=1e-10,
+                               atol=1e-12)
 
     def objective(arch):  # written out independently of jaxnas
         params = w

@@ -15,7 +15,8 @@ PyTree = Any
 def _flat_pair(estimate: PyTree, reference: PyTree) -> tuple[jax.Array, jax.Array]:
     if jax.tree.structure(estimate) != jax.tree.structure(reference):
         raise ValueError("estimate and reference are pytrees of different structure: "
-                         f"{jax.tree.structure(estimate)} vs {jax.tree.structure(reference)}")
+                         f"{jax.tree.structure(estimate)} vs "
+                         f"{jax.tree.structure(reference)}")
     e, r = ravel_pytree(estimate)[0], ravel_pytree(reference)[0]
     if e.shape != r.shape:
         raise ValueError(f"estimate has {e.size} entries, reference {r.size}")
@@ -61,9 +62,11 @@ def favoured_ops(grad: PyTree, *, axis: int = -1) -> PyTree:
     return jax.tree.map(lambda g: jnp.argmin(g, axis=axis).astype(jnp.int32), grad)
 
 
-def argmax_agreement(estimate: PyTree, reference: PyTree, *, axis: int = -1) -> jax.Array:
-    """Fraction of edges on which two arch gradients favour the same op (`favoured_ops`),
-    over every edge of every leaf (each leaf [..., num_ops] with ops on `axis`)."""
+def argmax_agreement(estimate: PyTree, reference: PyTree, *,
+                     axis: int = -1) -> jax.Array:
+    """Fraction of edges on which two arch gradients favour the same op
+    (`favoured_ops`: the argmax of the update -g, hence the name), over every edge of every leaf (each leaf [..., num_ops], the ops
+    on `axis`)."""
     if jax.tree.structure(estimate) != jax.tree.structure(reference):
         raise ValueError("estimate and reference are pytrees of different structure")
     same = jax.tree.leaves(jax.tree.map(jnp.equal, favoured_ops(estimate, axis=axis),

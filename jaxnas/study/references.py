@@ -69,8 +69,8 @@ def implicit_solve(train_loss: Loss, params: PyTree, arch: PyTree, train_batch: 
                 or singular; it converges more slowly (the condition number is squared);
       "gmres":  `jax.scipy.sparse.linalg.gmres` (restart 20), any nonsingular M;
       "auto":   CG, then "normal" from x0 = 0 when CG's true residual misses `tol`
-                (an indefinite or singular M, where CG may diverge or stall), keeping the
-                solution with the smaller true residual.
+                (an indefinite or singular M, where CG may diverge or stall),
+                keeping the solution with the smaller true residual.
     max_iters: per solver; None is the solver's default (10 x dim(w) for CG), which on
     a supernet is far too many: pass a bound there. `tol` is relative to ||v|| and the
     achieved value is returned: in float32 about 1e-6 is the floor, so pass a looser
@@ -138,7 +138,8 @@ def implicit_reference(train_loss: Loss, val_loss: Loss, params: PyTree, arch: P
     """
     g_params, g_arch = jax.grad(val_loss, argnums=(0, 1))(params, arch, val_batch)
     x, info = implicit_solve(train_loss, params, arch, train_batch, g_params,
-                             damping=damping, tol=tol, max_iters=max_iters, solver=solver)
+                             damping=damping, tol=tol, max_iters=max_iters,
+                             solver=solver)
     mixed = hypergrad.mixed_vjp(train_loss, params, arch, train_batch, x)
     g = jax.tree.map(jnp.subtract, g_arch, mixed)
     return (g, info) if return_info else g
@@ -146,7 +147,8 @@ def implicit_reference(train_loss: Loss, val_loss: Loss, params: PyTree, arch: P
 
 def arch_hessian(val_loss: Loss, params: PyTree, arch: PyTree, batch: Any, *,
                  chunk_size: int | None = 16) -> jax.Array:
-    """The dense Hessian d2_arch L_v, [n, n] over the flattened arch (ravel_pytree order).
+    """The dense Hessian d2_arch L_v, [n, n] over the flattened arch (in ravel_pytree
+    order).
 
     Column i is a jvp of the gradient along basis vector e_i (forward-over-reverse),
     `chunk_size` columns at a time (None: all at once, the most memory), then

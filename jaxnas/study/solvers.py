@@ -1,5 +1,5 @@
-"""Solver diagnostics for the implicit estimators: extreme weight-Hessian eigenvalues by
-power iteration, CG/Neumann residuals per iteration, stationarity, and product counts."""
+"""Solver diagnostics for the implicit estimators: extreme weight-Hessian eigenvalues
+by power iteration, CG/Neumann residuals per iteration, stationarity, product counts."""
 
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ def power_iteration(matvec: Callable[[PyTree], PyTree], v0: PyTree, *,
     """
     def normalise(x, fallback):
         n = tree_norm(x)
-        return jax.tree.map(lambda a, b: jnp.where(n > 0, a / jnp.where(n > 0, n, 1), b),
-                            x, fallback)
+        safe = jnp.where(n > 0, n, 1)
+        return jax.tree.map(lambda a, b: jnp.where(n > 0, a / safe, b), x, fallback)
 
     v = normalise(v0, v0)
     v = jax.lax.fori_loop(0, iters, lambda _, v: normalise(matvec(v), v), v)
@@ -50,7 +50,8 @@ def hessian_extremes(matvec: Callable[[PyTree], PyTree], v0: PyTree, *,
                                     iters=iters)
     other = nu + mu
     mu_is_max = mu >= other
-    return {"max": jnp.where(mu_is_max, mu, other), "min": jnp.where(mu_is_max, other, mu),
+    return {"max": jnp.where(mu_is_max, mu, other),
+            "min": jnp.where(mu_is_max, other, mu),
             "max_residual": jnp.where(mu_is_max, res_mu, res_nu),
             "min_residual": jnp.where(mu_is_max, res_nu, res_mu)}
 
@@ -78,7 +79,8 @@ def weight_hessian_extremes(train_loss: Loss, params: PyTree, arch: PyTree, batc
     return hessian_extremes(matvec, random_like(key, params), iters=iters)
 
 
-def neumann_radius(alpha: Any, lam_min: Any, lam_max: Any, damping: Any = 0.0) -> jax.Array:
+def neumann_radius(alpha: Any, lam_min: Any, lam_max: Any,
+                   damping: Any = 0.0) -> jax.Array:
     """Spectral radius of I - alpha (H + damping I) given H's extreme eigenvalues: the
     Neumann series of `hypergrad.implicit` converges iff it is below 1 (that is,
     0 < alpha (lambda + damping) < 2 for every eigenvalue lambda of H)."""
@@ -86,7 +88,8 @@ def neumann_radius(alpha: Any, lam_min: Any, lam_max: Any, damping: Any = 0.0) -
     return jnp.maximum(jnp.abs(1 - alpha * lo), jnp.abs(1 - alpha * hi))
 
 
-def train_grad_norm(train_loss: Loss, params: PyTree, arch: PyTree, batch: Any) -> jax.Array:
+def train_grad_norm(train_loss: Loss, params: PyTree, arch: PyTree,
+                    batch: Any) -> jax.Array:
     """||grad_w L_t(w, a)||: how far w is from the stationary point that the implicit
     function theorem (implicit, amended estimators) takes it to be."""
     return tree_norm(jax.grad(train_loss)(params, arch, batch))
@@ -108,7 +111,8 @@ def implicit_trace(train_loss: Loss, val_loss: Loss, params: PyTree, arch: PyTre
     iteration with estimates.
     """
     if method not in hypergrad.IMPLICIT_METHODS:
-        raise ValueError(f"method={method!r}: expected one of {hypergrad.IMPLICIT_METHODS}")
+        raise ValueError(
+            f"method={method!r}: expected one of {hypergrad.IMPLICIT_METHODS}")
     g_params, g_arch = jax.grad(val_loss, argnums=(0, 1))(params, arch, val_batch)
     v = g_params
 
@@ -179,4 +183,5 @@ def estimator_cost(name: str, *, implicit_iters: int = 5) -> dict[str, int]:
     if name not in table:
         raise ValueError(f"estimator={name!r}: expected one of {', '.join(table)}")
     grads, hvps, mixed = table[name]
-    return {"gradients": grads, "hvps": hvps, "mixed": mixed, "second_order": hvps + mixed}
+    return {"gradients": grads, "hvps": hvps, "mixed": mixed,
+            "second_order": hvps + mixed}
