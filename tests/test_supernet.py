@@ -317,3 +317,101 @@ def test_max_pool_slices_equals_reduce_window_up_to_second_order(stride):
         xt = jax.random.normal(jax.random.key(2), x.shape, jnp.float64)
         gg = [jax.grad(lambda x, f=f: jnp.sum(jnp.sin(jax.grad(f)(x)) * t))(xt) for f in (a, b)]
         np.testing.assert_allclose(gg[0], gg[1], rtol=1e-9, atol=1e-11)
+
+
+def _numpy_stem_conv(x, w):
+    """3x3 'SAME' convolution (NHWC, HWIO) in numpy: the stem conv, independently."""
+    xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    h, wd = x.shape[1:3]
+    return sum(np.einsum("nhwc,cd->nhwd", xp[:, i:i + h, j:j + wd], w[i, j])
+               for i in range(3) for j in range(3))
+
+
+def test_running_variance_is_the_unbiased_batch_variance():
+    """PyTorch DARTS: running_var <- 0.9 * running_var + 0.1 * unbiased batch variance,
+    in the stacked (non-affine) BatchNorm and in the stem's affine BatchNorm."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 4, 4, 5)).astype(np.float32) * 2 + 1
+    bn = sn.StackedBatchNorm()
+    v = bn.init(jax.random.key(0), x, True)
+    _, upd = bn.apply(v, x, True, mutable=["batch_stats"])
+    want = 0.9 + 0.1 * np.var(x, axis=(1, 2, 3), ddof=1)
+    np.testing.assert_allclose(upd["batch_stats"]["var"], want, rtol=1e-5)
+    np.testing.assert_allclose(upd["batch_stats"]["mean"], 0.1 * x.mean(axis=(1, 2, 3)),
+                               rtol=1e-5, atol=1e-6)
+
+    model = _tiny(layers=1)
+    variables = _init(model, 3)
+    _, upd = jax.jit(lambda v: model.apply(v, X, sn.uniform_arch(),
+                                           mutable=["batch_stats"]))(variables)
+    s = _numpy_stem_conv(np.asarray(X, np.float64),
+                         np.asarray(variables["params"]["stem_kernel"], np.float64))
+    stem = upd["batch_stats"]["stem_bn"]
+    np.testing.assert_allclose(stem["var"], 0.9 + 0.1 * np.var(s, axis=(0, 1, 2), ddof=1),
+                               rtol=1e-5)
+    np.testing.assert_allclose(stem["mean"], 0.1 * s.mean(axis=(0, 1, 2)), rtol=1e-4,
+                               atol=1e-6)
+    # the parameter and statistics names are flax.linen.BatchNorm's (weights load by name)
+    assert set(variables["params"]["stem_bn"]) == {"scale", "bias"}
+    assert set(stem) == {"mean", "var"}
+
+
+def test_stem_batch_norm_eval_mode_uses_running_statistics():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3, 4, 4, 6)).astype(np.float32)
+    bn = sn.StemBatchNorm()
+    v = bn.init(jax.random.key(0), x, True)
+    params = {"scale": jnp.asarray(rng.random(6) + 0.5, jnp.float32),
+              "bias": jnp.asarray(rng.standard_normal(6), jnp.float32)}
+    stats = {"mean": jnp.asarray(rng.standard_normal(6), jnp.float32),
+             "var": jnp.asarray(rng.random(6) + 0.5, jnp.float32)}
+    assert jax.tree.map(jnp.shape, v["params"]) == jax.tree.map(jnp.shape, params)
+    y = bn.apply({"params": params, "batch_stats": stats}, x, False)
+    want = ((x - np.asarray(stats["mean"])) / np.sqrt(np.asarray(stats["var"]) + 1e-5)
+            * np.asarray(params["scale"]) + np.asarray(params["bias"]))
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
+    y = bn.apply({"params": params, "batch_stats": stats}, x, True, mutable=["batch_stats"])[0]
+    want = ((x - x.mean((0, 1, 2))) / np.sqrt(x.var((0, 1, 2)) + 1e-5)
+            * np.asarray(params["scale"]) + np.asarray(params["bias"]))
+    np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4)
+
+
+def test_lax_impl_initialises_and_runs_in_float64():
+    """impl="lax" casts its kernels like the other impls: float64 images work, and
+    give the "slices" function to float64 rounding."""
+    with jax.enable_x64(True):
+        x = jnp.asarray(np.random.default_rng(2).standard_normal((N, H, H, 3)))
+        arch = jax.tree.map(lambda a: a.astype(jnp.float64), _random_arch(4))
+        lax_model = sn.DartsSupernet(channels=2, layers=2, steps=2, multiplier=2,
+                                     num_classes=3, impl="lax")
+        arch2 = {k: a[:cells.num_edges(2)] for k, a in arch.items()}
+        v = jax.jit(lambda k: lax_model.init(k, x, arch2))(sn.init_key(0))
+        out, _ = jax.jit(lambda v: lax_model.apply(v, x, arch2, mutable=["batch_stats"]))(v)
+        ref_model = lax_model.clone(impl="slices")
+        ref, _ = jax.jit(lambda v: ref_model.apply(v, x, arch2, mutable=["batch_stats"]))(v)
+        assert out.dtype == jnp.float64
+        np.testing.assert_allclose(out, ref, rtol=1e-9, atol=1e-10)
+
+
+def test_remat_cells_give_the_same_function_and_gradients():
+    """remat=True (jax.checkpoint per cell) keeps the parameter tree and computes the
+    same logits, batch statistics and gradients (rematerialisation recomputes the same
+    ops; float32 rounding at most)."""
+    kw = dict(channels=2, layers=2, steps=2, multiplier=2, num_classes=3)
+    plain, remat = sn.DartsSupernet(**kw), sn.DartsSupernet(**kw, remat=True)
+    arch = {k: a[:cells.num_edges(2)] for k, a in _random_arch(7).items()}
+    v = jax.jit(lambda k: plain.init(k, X, arch))(sn.init_key(0))
+    vr = jax.jit(lambda k: remat.init(k, X, arch))(sn.init_key(0))
+    assert jax.tree.structure(v) == jax.tree.structure(vr)
+    chex.assert_trees_all_equal(v, vr)
+
+    def grads(model):
+        def loss(params, arch):
+            logits, upd = model.apply({"params": params, "batch_stats": v["batch_stats"]},
+                                      X, arch, mutable=["batch_stats"])
+            return jnp.sum(jax.nn.log_softmax(logits)[:, 0]), upd
+        return jax.jit(jax.grad(loss, argnums=(0, 1), has_aux=True))(v["params"], arch)
+
+    (gp, ga), upd = grads(plain)
+    (gpr, gar), updr = grads(remat)
+    chex.assert_trees_all_close((gp, ga, upd), (gpr, gar, updr), rtol=1e-5, atol=1e-6)

@@ -50,7 +50,8 @@ class StackedBatchNorm(nn.Module):
     """Non-affine BatchNorm over N, H, W of x with leading stacked axes (..., N, H, W, C).
 
     Training normalises with batch statistics and updates running averages (momentum
-    0.9, i.e. PyTorch's 0.1); evaluation uses the running averages.
+    0.9, i.e. PyTorch's 0.1; the running variance averages the *unbiased* batch
+    variance, as PyTorch does); evaluation uses the running averages.
     """
 
     momentum: float = 0.9
@@ -66,10 +67,44 @@ class StackedBatchNorm(nn.Module):
             if not self.is_initializing():
                 m = self.momentum
                 ra_mean.value = m * ra_mean.value + (1 - m) * jax.lax.stop_gradient(mean)
-                ra_var.value = m * ra_var.value + (1 - m) * jax.lax.stop_gradient(var)
+                unbiased = jax.lax.stop_gradient(var) * kernels.unbiased_factor(x)
+                ra_var.value = m * ra_var.value + (1 - m) * unbiased
         else:
             mean, var = ra_mean.value, ra_var.value
         return kernels.normalize(x, mean.astype(x.dtype), var.astype(x.dtype), self.epsilon)
+
+
+class StemBatchNorm(nn.Module):
+    """Affine BatchNorm of NHWC x, as PyTorch's `nn.BatchNorm2d` (the DARTS stem).
+
+    Same variables as `flax.linen.BatchNorm` (params scale, bias; batch_stats mean,
+    var), so weights load by the same names; unlike it, the running variance averages
+    the unbiased batch variance (n / (n - 1)), as PyTorch does.
+    """
+
+    momentum: float = 0.9
+    epsilon: float = 1e-5
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        c = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
+        ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (c,), jnp.float32)
+        ra_var = self.variable("batch_stats", "var", jnp.ones, (c,), jnp.float32)
+        if train:
+            mean, var = kernels.batch_norm_stats(x[None])
+            mean, var = mean[0], var[0]
+            if not self.is_initializing():
+                m = self.momentum
+                unbiased = jax.lax.stop_gradient(var) * kernels.unbiased_factor(x[None])
+                ra_mean.value = m * ra_mean.value + (1 - m) * jax.lax.stop_gradient(mean)
+                ra_var.value = m * ra_var.value + (1 - m) * unbiased
+        else:
+            mean, var = ra_mean.value, ra_var.value
+        y = kernels.normalize(x[None], mean.astype(x.dtype), var.astype(x.dtype),
+                              self.epsilon)[0]
+        return y * scale.astype(x.dtype) + bias.astype(x.dtype)
 
 
 class StackedReLUConv1x1BN(nn.Module):
@@ -310,6 +345,10 @@ class DartsSupernet(nn.Module):
     primitives: Sequence[str] = PRIMITIVES
     mixed_op: str = "scan"
     impl: str = "auto"
+    # Rematerialise each cell (`jax.checkpoint`): its activations are recomputed in the
+    # backward pass instead of stored, trading step time for memory (figures in
+    # benchmarks/README.md). Same parameters, same function.
+    remat: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, arch: dict, train: bool = True) -> jax.Array:
@@ -323,17 +362,17 @@ class DartsSupernet(nn.Module):
                             (3, 3, x.shape[-1], c_curr))
         s = jax.lax.conv_general_dilated(x, stem_w.astype(x.dtype), (1, 1), "SAME",
                                          dimension_numbers=("NHWC", "HWIO", "NHWC"))
-        s = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                         name="stem_bn")(s)
+        s = StemBatchNorm(name="stem_bn")(s, train)
         s0 = s1 = s
         c = self.channels
         reduction_prev = False
         reductions = cells.reduction_layers(self.layers)
+        cell_cls = nn.remat(SearchCell, static_argnums=(4,)) if self.remat else SearchCell
         for i in range(self.layers):
             reduction = i in reductions
             if reduction:
                 c *= 2
-            cell = SearchCell(c, reduction, reduction_prev, self.steps, self.multiplier,
+            cell = cell_cls(c, reduction, reduction_prev, self.steps, self.multiplier,
                               tuple(self.primitives), self.mixed_op, self.impl,
                               name=f"cell_{i}")
             s0, s1 = s1, cell(s0, s1, arch["reduce" if reduction else "normal"], train)
@@ -355,15 +394,5 @@ def uniform_arch(steps: int = 4, primitives: Sequence[str] = PRIMITIVES,
         steps, primitives).items()}
 
 
-def init_key(seed_or_key: int | jax.Array) -> jax.Array:
-    """A PRNG key for parameter initialisation, in the "rbg" implementation.
-
-    Initialising a supernet draws a few hundred random arrays; with the default threefry
-    generator XLA compiles each draw as an unrolled hash, which made `jit(init)` take
-    ~20 s for a 3-cell supernet here, against ~6 s with "rbg". Deterministic per seed.
-    """
-    if isinstance(seed_or_key, int):
-        return jax.random.key(seed_or_key, impl="rbg")
-    data = jax.random.key_data(seed_or_key).reshape(-1)
-    data = jnp.resize(data.astype(jnp.uint32), (4,))
-    return jax.random.wrap_key_data(data, impl="rbg")
+# the one init_key lives in jaxnas.optim; re-exported for existing callers
+from jaxnas.optim import init_key  # noqa: E402,F401

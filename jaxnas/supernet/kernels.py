@@ -265,6 +265,7 @@ def multi_depthwise(x: jax.Array, kernels: Sequence[jax.Array],
         for kern, (k, d) in zip(kernels, specs):
             g = kern.shape[0]
             rhs = jnp.transpose(kern.reshape(g, k, k, c), (1, 2, 3, 0)).reshape(k, k, 1, c * g)
+            rhs = rhs.astype(x.dtype)  # conv_general_dilated wants one dtype (float64 runs)
             p = (k // 2) * d
             y = jax.lax.conv_general_dilated(
                 x, rhs, (stride, stride), [(p, p), (p, p)], rhs_dilation=(d, d),
@@ -304,6 +305,7 @@ def stacked_depthwise(x: jax.Array, kernel: jax.Array, k: int, dilation: int = 1
     if impl == "lax":
         xs = jnp.moveaxis(x, 0, 3).reshape(n, h, w, g * c)
         rhs = jnp.moveaxis(kernel.reshape(g, k, k, c), 0, 2).reshape(k, k, 1, g * c)
+        rhs = rhs.astype(x.dtype)
         y = jax.lax.conv_general_dilated(
             xs, rhs, (1, 1), [(p, p), (p, p)], rhs_dilation=(dilation, dilation),
             dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=g * c)
@@ -330,6 +332,13 @@ def batch_norm_stats(x: jax.Array) -> tuple[jax.Array, jax.Array]:
     mean = jnp.mean(x, axis=axes)
     var = jnp.mean(jnp.square(x - jnp.expand_dims(mean, axes)), axis=axes)
     return mean, var
+
+
+def unbiased_factor(x: jax.Array) -> float:
+    """n / (n - 1) for the n = N*H*W values per channel of a stacked x: turns the biased
+    batch variance into the unbiased one that PyTorch's running variance averages."""
+    n = x.shape[-4] * x.shape[-3] * x.shape[-2]
+    return n / (n - 1) if n > 1 else 1.0
 
 
 def normalize(x: jax.Array, mean: jax.Array, var: jax.Array, eps: float = 1e-5) -> jax.Array:
