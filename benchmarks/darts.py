@@ -34,7 +34,8 @@ SETTINGS = dict(w_lr=0.025, w_lr_min=0.001, epochs=50, steps_per_epoch=390,
 def build_model(args: Any) -> DartsSupernet:
     return DartsSupernet(channels=args.channels, num_classes=args.num_classes,
                          layers=args.layers, steps=args.nodes, multiplier=args.nodes,
-                         mixed_op=args.mixed_op, impl=args.impl)
+                         mixed_op=args.mixed_op, impl=args.impl,
+                         remat=bool(getattr(args, "remat", False)))
 
 
 def _schedule(s: dict) -> Callable:
@@ -78,7 +79,8 @@ def case(name: str, args: Any) -> common.Case:
         raise ValueError(f"unknown darts record {name!r}")
     config = dict(channels=args.channels, layers=args.layers, nodes=args.nodes,
                   batch=args.batch, image=[image, image, 3], num_classes=args.num_classes,
-                  mixed_op=args.mixed_op, impl=args.impl, params=n_params,
+                  mixed_op=args.mixed_op, impl=args.impl,
+                  remat=bool(getattr(args, "remat", False)), params=n_params,
                   devices=args.devices, repeats=args.repeats, warmup=args.warmup,
                   settings=SETTINGS)
     if kind != "weight_step":

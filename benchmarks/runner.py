@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mixed-op formulation of the supernet (scan, its default)")
     g.add_argument("--impl", default="auto", choices=("auto", "slices", "taps", "lax"),
                    help="depthwise convolution form (auto: slices on CPU, lax elsewhere)")
+    g.add_argument("--remat", action="store_true",
+                   help="rematerialise each cell in the backward pass (less memory)")
     g.add_argument("--variants", default="scan,fused,loop",
                    help="formulations suite: mixed-op forms to compare")
     g.add_argument("--kernel-impls", default="slices,taps",

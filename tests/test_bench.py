@@ -196,3 +196,13 @@ def test_a_failing_call_keeps_the_compile_time_and_says_why():
     record = measure_step(fn, (jnp.float32(1.0),), repeats=1)
     assert record["error"] and record["step_s"] is None and record["compile_s"] > 0
     assert record["xla_live_bytes"] is not None
+
+
+def test_compile_probe_parses_compiler_options_and_remat_flag():
+    from benchmarks import compile_probe
+
+    assert compile_probe._parse_options("") == {}
+    assert compile_probe._parse_options(
+        "xla_llvm_disable_expensive_passes=true,xla_backend_optimization_level=1") == {
+        "xla_llvm_disable_expensive_passes": True, "xla_backend_optimization_level": 1}
+    assert runner.parse(["--remat"]).remat and not runner.parse([]).remat
