@@ -28,7 +28,7 @@ IMPLICIT_REFERENCE = jax.jit(study.implicit_reference, static_argnums=(0, 1),
 ARCH_EIGENVALUES = jax.jit(study.arch_hessian_eigenvalues, static_argnums=(0,),
                            static_argnames=("chunk_size",))
 WEIGHT_EXTREMES = jax.jit(study.weight_hessian_extremes, static_argnums=(0,),
-                          static_argnames=("iters",))
+                          static_argnames=("iters", "method"))
 AGREEMENT = jax.jit(study.agreement)
 ARGMAX_AGREEMENT = jax.jit(study.argmax_agreement, static_argnames=("axis",))
 DIRECT = jax.jit(study.direct_gradient, static_argnums=(0,),
@@ -231,6 +231,25 @@ def test_weight_hessian_extremes(eigs):
     damped = WEIGHT_EXTREMES(train, w, a, p["tb"], key=jax.random.key(1),
                                            iters=200, damping=0.25)
     np.testing.assert_allclose(float(damped["min"]), lo + 0.25, rtol=1e-9)
+
+
+@pytest.mark.parametrize("iters", [N_W, 8])  # 8: past the dimension, a breakdown
+def test_lanczos_extremes(iters):
+    for eigs in [(0.5, 0.8, 1.1, 1.6, 2.0), (-3.0, -1.0, 0.5, 1.0, 2.0)]:
+        p, train, _, w, a = _setup(eigs=eigs)
+        out = WEIGHT_EXTREMES(train, w, a, p["tb"], key=jax.random.key(2), iters=iters,
+                              method="lanczos", damping=0.25)
+        np.testing.assert_allclose([float(out["min"]), float(out["max"])],
+                                   [eigs[0] + 0.25, eigs[-1] + 0.25], rtol=1e-9)
+    # Fewer steps than the dimension: Ritz values lie inside the spectrum.
+    m = jnp.diag(jnp.arange(1.0, 21.0))
+    few = study.lanczos_extremes(lambda x: m @ x, jnp.ones(20), iters=6)
+    assert 1.0 <= float(few["min"]) and float(few["max"]) <= 20.0
+    assert float(few["max"]) > 19.0  # the ends converge first
+    assert np.all(np.diff(np.asarray(few["ritz"])) >= 0)
+    with pytest.raises(ValueError, match="method"):
+        study.weight_hessian_extremes(train, w, a, p["tb"], key=jax.random.key(2),
+                                      method="arnoldi")
 
 
 def test_power_iteration_dominant_and_residual():

@@ -16,6 +16,7 @@ from jaxnas.study.solvers import (
     estimator_cost,
     hessian_extremes,
     implicit_trace,
+    lanczos_extremes,
     neumann_radius,
     power_iteration,
     random_like,
@@ -27,6 +28,6 @@ __all__ = [
     "DIRECT_STEPS", "agreement", "arch_hessian", "arch_hessian_eigenvalues",
     "argmax_agreement", "direct_gradient", "estimator_cost", "favoured_ops",
     "hessian_extremes", "implicit_reference", "implicit_solve", "implicit_trace",
-    "neumann_radius", "power_iteration", "random_like", "split", "train_grad_norm",
-    "unrolled", "unrolled_weights",
+    "lanczos_extremes", "neumann_radius", "power_iteration", "random_like", "split",
+    "train_grad_norm", "unrolled", "unrolled_weights",
 ]

@@ -65,8 +65,8 @@ def favoured_ops(grad: PyTree, *, axis: int = -1) -> PyTree:
 def argmax_agreement(estimate: PyTree, reference: PyTree, *,
                      axis: int = -1) -> jax.Array:
     """Fraction of edges on which two arch gradients favour the same op
-    (`favoured_ops`: the argmax of the update -g, hence the name), over every edge of every leaf (each leaf [..., num_ops], the ops
-    on `axis`)."""
+    (`favoured_ops`: the argmax of the update -g, hence the name), over every edge of
+    every leaf (each leaf [..., num_ops], the ops on `axis`)."""
     if jax.tree.structure(estimate) != jax.tree.structure(reference):
         raise ValueError("estimate and reference are pytrees of different structure")
     same = jax.tree.leaves(jax.tree.map(jnp.equal, favoured_ops(estimate, axis=axis),

@@ -7,6 +7,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
 
 from jaxnas import hypergrad
 from jaxnas.hypergrad import Loss, tree_axpy, tree_norm, tree_scale, tree_vdot
@@ -56,6 +57,52 @@ def hessian_extremes(matvec: Callable[[PyTree], PyTree], v0: PyTree, *,
             "min_residual": jnp.where(mu_is_max, res_nu, res_mu)}
 
 
+def lanczos_extremes(matvec: Callable[[PyTree], PyTree], v0: PyTree, *,
+                     iters: int) -> dict[str, jax.Array]:
+    """Largest and smallest eigenvalue of a symmetric operator by `iters` Lanczos steps
+    from v0 (nonzero), with full reorthogonalisation.
+
+    Both ends at once, and far faster than power iteration when the top eigenvalues
+    cluster; exact once `iters` reaches the dimension. Keeps the (iters + 1) basis
+    vectors, flattened: memory (iters + 1) x dim. After a breakdown (an invariant
+    subspace found) the remaining diagonal entries are set to the first Rayleigh
+    quotient, which lies inside the spectrum, so they never move the extremes.
+    Returns {"max", "min", "ritz": ascending Ritz values [iters]}.
+    """
+    flat0, unravel = ravel_pytree(v0)
+
+    def mv(x):
+        return ravel_pytree(matvec(unravel(x)))[0]
+
+    tiny = 100 * jnp.finfo(flat0.dtype).eps
+    basis = jnp.zeros((iters + 1, flat0.size), flat0.dtype)
+    basis = basis.at[0].set(flat0 / jnp.linalg.norm(flat0))
+    zeros = jnp.zeros(iters, flat0.dtype)
+
+    def body(j, carry):
+        basis, diag, off, alive = carry
+        q = basis[j]
+        w = mv(q)
+        scale = jnp.linalg.norm(w)
+        a = q @ w
+        for _ in range(2):  # Gram-Schmidt twice: orthogonal to rounding
+            w = w - basis.T @ (basis @ w)
+        b = jnp.linalg.norm(w)
+        alive_next = alive & (b > tiny * scale)
+        q_next = jnp.where(alive_next, w / jnp.where(b > 0, b, 1), 0)
+        basis = basis.at[j + 1].set(q_next)
+        diag = diag.at[j].set(jnp.where(alive, a, jnp.nan))
+        off = off.at[j].set(jnp.where(alive_next, b, 0))
+        return basis, diag, off, alive_next
+
+    _, diag, off, _ = jax.lax.fori_loop(0, iters, body,
+                                        (basis, zeros, zeros, jnp.ones((), bool)))
+    diag = jnp.where(jnp.isnan(diag), diag[0], diag)
+    tri = jnp.diag(diag) + jnp.diag(off[:-1], 1) + jnp.diag(off[:-1], -1)
+    ritz = jnp.linalg.eigvalsh(tri)
+    return {"max": ritz[-1], "min": ritz[0], "ritz": ritz}
+
+
 def random_like(key: jax.Array, tree: PyTree) -> PyTree:
     """A standard-normal pytree shaped and typed like `tree` (a start vector)."""
     leaves, treedef = jax.tree.flatten(tree)
@@ -66,17 +113,24 @@ def random_like(key: jax.Array, tree: PyTree) -> PyTree:
 
 def weight_hessian_extremes(train_loss: Loss, params: PyTree, arch: PyTree, batch: Any,
                             *, key: jax.Array, iters: int = 50,
-                            damping: float = 0.0) -> dict[str, jax.Array]:
-    """`hessian_extremes` of H + damping I, H = d2_w L_t (products by `hypergrad.hvp`).
+                            damping: float = 0.0,
+                            method: str = "power") -> dict[str, jax.Array]:
+    """Extreme eigenvalues of H + damping I, H = d2_w L_t (products by `hypergrad.hvp`).
 
-    What the implicit solvers assume: CG a positive "min"; the Neumann series a
-    contraction (`neumann_radius` < 1). Costs 2 * (iters + 1) Hessian-vector products.
+    method: "power" (`hessian_extremes`: 2 * (iters + 1) Hessian-vector products,
+    memory of a few weight vectors) or "lanczos" (`lanczos_extremes`: iters products,
+    iters + 1 weight vectors kept). What the implicit solvers assume: CG a positive
+    "min"; the Neumann series a contraction (`neumann_radius` < 1).
     """
     def matvec(x):
         hx = hypergrad.hvp(lambda w: train_loss(w, arch, batch), params, x)
         return tree_axpy(damping, x, hx)
 
-    return hessian_extremes(matvec, random_like(key, params), iters=iters)
+    if method == "power":
+        return hessian_extremes(matvec, random_like(key, params), iters=iters)
+    if method == "lanczos":
+        return lanczos_extremes(matvec, random_like(key, params), iters=iters)
+    raise ValueError(f"method={method!r}: expected 'power' or 'lanczos'")
 
 
 def neumann_radius(alpha: Any, lam_min: Any, lam_max: Any,
