@@ -96,8 +96,8 @@ def implicit_solve(train_loss: Loss, params: PyTree, arch: PyTree, train_batch: 
         r = tree_norm(jax.tree.map(jnp.subtract, matvec(x), v)) / safe_norm
         return jnp.where(jnp.isfinite(r), r, jnp.inf)
 
-    def cg(x0=None):
-        return sparse_linalg.cg(matvec, v, x0, tol=tol, maxiter=max_iters)[0]
+    def cg():
+        return sparse_linalg.cg(matvec, v, tol=tol, maxiter=max_iters)[0]
 
     def normal():
         mv = matvec(v)
