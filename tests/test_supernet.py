@@ -397,7 +397,7 @@ def test_remat_cells_give_the_same_function_and_gradients():
     """remat=True (jax.checkpoint per cell) keeps the parameter tree and computes the
     same logits, batch statistics and gradients (rematerialisation recomputes the same
     ops; float32 rounding at most)."""
-    kw = dict(channels=2, layers=2, steps=2, multiplier=2, num_classes=3)
+    kw = dict(channels=2, layers=1, steps=2, multiplier=2, num_classes=3)
     plain, remat = sn.DartsSupernet(**kw), sn.DartsSupernet(**kw, remat=True)
     arch = {k: a[:cells.num_edges(2)] for k, a in _random_arch(7).items()}
     v = jax.jit(lambda k: plain.init(k, X, arch))(sn.init_key(0))
