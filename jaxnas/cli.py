@@ -83,13 +83,17 @@ def _build_parser() -> argparse.ArgumentParser:
 
     params = sub.add_parser("params", help="print the exact parameter count of a genotype")
     params.add_argument("--genotype", required=True,
-                        help="a known name (DARTS_V1, DARTS_V2), a genotype JSON file, or a "
-                        "literal DARTS Genotype(...) string")
+                        help="a known name (DARTS_V1, DARTS_V2), a genotype JSON file (DARTS, "
+                        "chain or NB201), a literal DARTS Genotype(...) string or a "
+                        "NAS-Bench-201 arch string |op~0|+|op~0|op~1|+|...|")
     params.add_argument("--channels", type=int, required=True, help="initial channels C")
-    params.add_argument("--layers", type=int, required=True, help="number of cells")
-    params.add_argument("--num-classes", type=int, default=10, help="classifier outputs")
+    params.add_argument("--layers", type=int, required=True,
+                        help="number of cells (DARTS, at least 3); for an NB201 genotype "
+                        "N cells per stage (at least 1)")
+    params.add_argument("--num-classes", "--classes", dest="num_classes", type=int,
+                        default=10, help="classifier outputs (default 10)")
     params.add_argument("--auxiliary", action="store_true",
-                        help="include the auxiliary head (at 2/3 depth)")
+                        help="include the auxiliary head (at 2/3 depth; DARTS only)")
 
     prepare = sub.add_parser("prepare", help="prepare the embedded digits data set")
     prepare.add_argument("--data-dir", default=None,
@@ -170,16 +174,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                                   seeds=seeds, random_seed=args.random_seed)
             print(compare.format_table(summary))
         elif args.command == "params":
-            from jaxnas.networks import darts_eval
-            from jaxnas.spaces import genotypes
+            from jaxnas import spaces
 
-            if args.channels <= 0 or args.layers < 3:
-                parser.error(f"--channels must be positive and --layers at least 3 (got "
-                             f"{args.channels}, {args.layers})")
-            genotype = genotypes.resolve(args.genotype)
-            print(darts_eval.count_parameters(
-                genotype, args.channels, args.layers, num_classes=args.num_classes,
-                auxiliary=args.auxiliary))
+            arch = spaces.from_spec(args.genotype)
+            space = spaces.space_of(arch)
+            _check_params_args(space.name, args)
+            extra = {"auxiliary": True} if args.auxiliary else {}
+            print(space.num_params(arch, channels=args.channels, layers=args.layers,
+                                   num_classes=args.num_classes, **extra))
         elif args.command == "prepare":
             from jaxnas import data
 
@@ -194,6 +196,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("jaxnas: interrupted", file=sys.stderr)
         return 128 + int(getattr(e, "signum", 2))  # 130 for SIGINT, 143 for SIGTERM
     return 0
+
+
+def _check_params_args(space: str, args) -> None:
+    """Refuses sizes no network of ``space`` has, before any count divides by them
+    (a ValueError: main reports it and exits with status 2)."""
+    if args.num_classes < 1:
+        raise ValueError(f"--num-classes/--classes must be at least 1 (got "
+                         f"{args.num_classes})")
+    if args.channels < 1:
+        raise ValueError(f"--channels must be positive (got {args.channels})")
+    # DARTS places reduction cells at 1/3 and 2/3 of the depth; NB201's --layers is N
+    # cells per stage, so one suffices.
+    least = 3 if space == "darts" else 1
+    if args.layers < least:
+        what = "cells per stage" if space == "nb201" else "cells"
+        raise ValueError(f"--layers must be at least {least} for a {space} genotype "
+                         f"({what}; got {args.layers})")
 
 
 def _quiet_unless_lead() -> None:

@@ -313,8 +313,21 @@ class ChainSearchSpace:
         return arch._replace(path=check_path(arch.space, arch.path),
                              num_classes=int(arch.num_classes))
 
-    def num_params(self, arch: ChainGenotype, *, num_classes: int | None = None) -> int:
-        """Exact parameters of the path's discrete network (`count_params`)."""
+    def num_params(self, arch: ChainGenotype, *, num_classes: int | None = None,
+                   channels: int | None = None, layers: int | None = None,
+                   auxiliary: bool = False) -> int:
+        """Exact parameters of the path's discrete network (`count_params`).
+
+        A chain genotype fixes its own widths and depth: ``channels`` (the stem width)
+        and ``layers`` (searchable layers) are accepted so that callers can pass DARTS'
+        sizes through, and refused when they disagree with the genotype."""
+        if auxiliary:
+            raise ValueError("the chain network has no auxiliary head")
+        for name, given, own in (("channels", channels, arch.space.stem_channels),
+                                 ("layers", layers, arch.space.num_layers)):
+            if given is not None and int(given) != own:
+                raise ValueError(f"this chain genotype has {name} = {own} (its space "
+                                 f"fixes it), got {given}")
         return count_params(arch.space, arch.path,
                             arch.num_classes if num_classes is None else num_classes)
 
