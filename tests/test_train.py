@@ -78,6 +78,50 @@ def test_search_config_and_missing_keys_are_refused():
         train.validate_config(cfg)
 
 
+NB201_CONFIG = "experiments/train_nb201_digits.py"
+NB201_BEST = ("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|"
+              "+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.channels=0", r"config.model.channels=0.*positive integer"),
+    ("model.layers=0", r"config.model.layers=0.*positive integer.*cells per stage"),
+    ("model.channels=-4", r"config.model.channels=-4.*positive integer"),
+])
+def test_nb201_config_rules(override, message):
+    cfg = C.load_config(NB201_CONFIG)
+    train.validate_config(cfg, "nb201")
+    assert (cfg.model.channels, cfg.model.layers) == (8, 1)
+    C.apply_overrides(cfg, [override])
+    with pytest.raises(C.ConfigError, match=message):
+        train.validate_config(cfg, "nb201")
+
+
+def test_nb201_genotype_with_a_darts_config_names_the_nb201_example():
+    # a DARTS config's auxiliary/drop-path keys are foreign to an NB201 network
+    with pytest.raises(C.ConfigError, match=r"darts retraining configs.*nb201.*"
+                       r"train_nb201_digits\.py"):
+        train.validate_config(C.load_config(CONFIG), "nb201")
+
+
+def test_nb201_train_end_to_end(tmp_path, digits_data_dir, monkeypatch):
+    from jaxnas import cli, spaces
+
+    monkeypatch.setenv("JAXNAS_DATA_DIR", digits_data_dir)
+    workdir = tmp_path / "nb201"
+    assert cli.main(["train", "--genotype", NB201_BEST, "--config", NB201_CONFIG,
+                     "--workdir", str(workdir), "--config.model.channels=4",
+                     "--config.data.batch_size=16", "--config.eval_every=0",
+                     "--config.num_steps=2", "--config.log_every=1"]) == 0
+    result = json.load(open(workdir / "result.json"))
+    arch = spaces.from_json(result["genotype"])
+    assert spaces.space_of(arch).name == "nb201" and arch.to_str() == NB201_BEST
+    assert result["steps"] == 2 and 0 <= result["test_accuracy"] <= 1
+    # one input channel here, three in the closed form: 2 * 9 * C fewer stem weights
+    want = spaces.get("nb201").num_params(arch, channels=4, layers=1) - 2 * 9 * 4
+    assert result["num_params"] == want
+
+
 def test_cli_bad_config_fails_fast_without_jax(tmp_path):
     t0 = time.time()
     proc = subprocess.run(

@@ -19,9 +19,18 @@ COMMON_RULES: dict[str, C.Rule] = {
     "optim.grad_clip": C.positive(),
 }
 
+
+def _positive_int(what: str) -> C.Rule:
+    """An int >= 1 (not 8.0, not True): flax wants integer widths and counts."""
+    return C.Rule(lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+                  f"a positive integer ({what})")
+
+
 # By space name: a DARTS network is sized by the config (channels, layers, auxiliary
 # head, drop-path: `spaces.darts.DartsSpace.network` / `trainer_options`); a chain
-# genotype carries its whole geometry, so its config sets only BatchNorm's momentum.
+# genotype carries its whole geometry, so its config sets only BatchNorm's momentum;
+# an NB201 cell becomes TinyNetwork(C=channels, N=layers cells per stage:
+# `spaces.nb201.NB201Space.network`), with no auxiliary head and no drop-path.
 MODEL_RULES: dict[str, dict[str, C.Rule]] = {
     "darts": {
         "model.channels": C.positive(int),
@@ -35,6 +44,11 @@ MODEL_RULES: dict[str, dict[str, C.Rule]] = {
     "chain": {
         "model.bn_momentum": C.in_range(0.0, 1.0, hi_open=True),
     },
+    "nb201": {
+        "model.channels": _positive_int("C, the first stage's width"),
+        "model.layers": _positive_int("N cells per stage"),
+    },
 }
 EXAMPLE_CONFIGS = {"darts": "experiments/train_digits.py",
-                   "chain": "experiments/train_chain_digits.py"}
+                   "chain": "experiments/train_chain_digits.py",
+                   "nb201": "experiments/train_nb201_digits.py"}
