@@ -14,7 +14,7 @@ from jaxnas.supernet.chain import ChainSupernet
 
 SPACE = space_lib.ChainSpace(stem_channels=4, widths=(4, 6), depths=(1, 1),
                              strides=(1, 2), head_channels=8, in_channels=1)
-L, K = SPACE.num_layers, space_lib.NUM_CHOICES
+L, K = SPACE.num_layers, max(SPACE.num_choices)
 LR = 0.05
 MODEL = ChainSupernet(SPACE, 3)
 BATCH = {"image": jax.random.normal(jax.random.key(0), (8, 8, 8, 1)),
@@ -195,3 +195,16 @@ def test_bad_evolution_settings_are_refused():
                                                                 sample_size=3))
     with pytest.raises(ValueError, match="method"):
         oneshot.check_settings(oneshot.EvolutionSettings(method="anneal"))
+
+
+def test_fair_paths_is_the_spaces_choice_count():
+    from jaxnas.strategies import oneshot as oneshot_lib
+
+    assert oneshot_lib.fair_paths(SPACE) == K == len(space_lib.CHOICES)
+    assert oneshot_lib.fair_paths(space_lib.cifar_space()) == 6
+
+    class Uneven:  # strict fairness needs one choice count for every layer
+        num_choices = (6, 4)
+
+    with pytest.raises(ValueError, match="one choice count"):
+        oneshot_lib.fair_paths(Uneven())

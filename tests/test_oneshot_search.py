@@ -127,3 +127,21 @@ def test_cross_key_errors_are_refused_before_any_work(tmp_path):
     with pytest.raises(config_lib.ConfigError, match="evolution.sample_size=20"):
         runner.run(config, str(tmp_path))
     assert not os.listdir(tmp_path)
+
+
+def test_fairnas_path_axis_must_divide_the_spaces_choice_count():
+    from types import SimpleNamespace
+
+    from jaxnas.runners import oneshot as runner
+
+    config = config_lib.load_config(CONFIG)
+    # check_mesh reads only mesh.shape before it refuses: no devices needed
+    with pytest.raises(config_lib.ConfigError,
+                       match=r"mesh.path=4 does not divide the 6 strictly fair paths"
+                       r".*use 1, 2, 3 or 6"):
+        runner.check_mesh(config, SimpleNamespace(shape={"data": 1, "path": 4,
+                                                         "pop": 1}))
+    config.method = "spos"
+    with pytest.raises(config_lib.ConfigError, match=r"only FairNAS"):
+        runner.check_mesh(config, SimpleNamespace(shape={"data": 1, "path": 2,
+                                                         "pop": 1}))

@@ -133,12 +133,15 @@ def check_mesh(config: ml_collections.ConfigDict, mesh) -> None:
             raise config_lib.ConfigError(
                 f"config.mesh.path={mesh.shape['path']} is not allowed for "
                 f"method={config.method!r}: only FairNAS trains several paths a step")
-        if space_lib.NUM_CHOICES % mesh.shape["path"]:
+        # the choice count does not depend on the input channels, unknown before data
+        m = oneshot_lib.fair_paths(build_space(config, in_channels=1))
+        if m % mesh.shape["path"]:
+            divisors = [str(d) for d in range(1, m + 1) if m % d == 0]
             raise config_lib.ConfigError(
                 f"config.mesh.path={mesh.shape['path']} does not divide the "
-                f"{space_lib.NUM_CHOICES} strictly fair paths of a FairNAS step: use "
-                "1, 2, 3 or 6")
-        sizes["fairnas paths a step"] = (space_lib.NUM_CHOICES, "path")
+                f"{m} strictly fair paths of a FairNAS step: use "
+                f"{', '.join(divisors[:-1])} or {divisors[-1]}")
+        sizes["fairnas paths a step"] = (m, "path")
     parallel.check_divisible(mesh, sizes)
 
 
@@ -163,8 +166,8 @@ class StepFunction(NamedTuple):
                                       local.items()}, self.sharding, global_shape)
 
 
-def step_function(strategy, mesh, *, fair: bool, per_path: bool, batch_size: int
-                  ) -> StepFunction:
+def step_function(strategy, mesh, *, fair: bool, per_path: bool, batch_size: int,
+                  num_paths: int | None = None) -> StepFunction:
     """The jitted SPOS/FairNAS step on `mesh` (state replicated).
 
     Batches are split on ``data``. FairNAS with ``mesh.path > 1`` also spreads its
@@ -173,7 +176,9 @@ def step_function(strategy, mesh, *, fair: bool, per_path: bool, batch_size: int
     (the same arithmetic as sharing it: each path sees the identical batch), so
     that the paths' vmapped gradients land on different devices.
     """
-    m = space_lib.NUM_CHOICES
+    # m: the paths of a FairNAS step, `fair_paths` of the space; every chain layer
+    # offers the same candidate blocks, so callers without the space may omit it.
+    m = len(space_lib.CHOICES) if num_paths is None else num_paths
     spread = fair and mesh.shape["path"] > 1
     prepare = None
     if per_path:
@@ -265,7 +270,8 @@ class Hooks(loop_lib.Hooks):
         b = config.data.batch_size
         fair = config.method == "fairnas"
         per_path = fair and not config.fairnas.shared_batch
-        batches_per_step = space_lib.NUM_CHOICES if per_path else 1
+        paths = oneshot_lib.fair_paths(build_space(config, data.image_shape[-1]))
+        batches_per_step = paths if per_path else 1
         steps_per_epoch, total_steps, stop = loop_lib.epochs_to_steps(
             config, len(data.train), b * batches_per_step, "the training split")
         space, model, strategy = build(config, data.num_classes, data.image_shape[-1],
@@ -276,7 +282,7 @@ class Hooks(loop_lib.Hooks):
 
         shape = (b,) + data.image_shape
         stepper = step_function(strategy, mesh, fair=fair, per_path=per_path,
-                                batch_size=b)
+                                batch_size=b, num_paths=paths)
         train_it = common.batches(data.train, data, config, seed=config.seed,
                                   augment=True, rows=stepper.rows)
         settings = evolution_settings(config)
@@ -294,7 +300,7 @@ class Hooks(loop_lib.Hooks):
         eval_paths = parallel.put(
             np.asarray(jax.random.randint(keys()[1], (config.oneshot.eval_paths,
                                                       space.num_layers), 0,
-                                          space_lib.NUM_CHOICES, jnp.int32)),
+                                          paths, jnp.int32)),
             parallel.replicated(mesh))
 
         def next_batches() -> tuple:

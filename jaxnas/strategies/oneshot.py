@@ -91,13 +91,23 @@ def uniform_path(key: Array, num_layers: int, num_choices: int) -> Array:
 # Strategies.
 
 
+def fair_paths(space: space_lib.ChainSpace) -> int:
+    """K, the choices every layer offers: the m paths of one strictly fair FairNAS
+    step (and the range SPOS draws each layer's choice from)."""
+    counts = set(space.num_choices)
+    if len(counts) != 1:  # strict fairness needs each layer's column a permutation
+        raise ValueError(f"strictly fair paths need one choice count for every layer, "
+                         f"got {space.num_choices}")
+    return counts.pop()
+
+
 def _strategy(model: ChainSupernet, fair: bool, learning_rate: Schedule | float,
               momentum: float, weight_decay: float, grad_clip: float,
               evolution: EvolutionSettings) -> OneShotStrategy:
     schedule = as_schedule(learning_rate)
     tx = weight_optimizer(schedule, momentum=momentum, weight_decay=weight_decay,
                           grad_clip=grad_clip)
-    num_layers, num_choices = model.space.num_layers, space_lib.NUM_CHOICES
+    num_layers, num_choices = model.space.num_layers, fair_paths(model.space)
     check_settings(evolution)
 
     def init(key: Array, sample_images: Array) -> OneShotState:
