@@ -17,6 +17,7 @@ write that step again) and the previous checkpoint is used.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -60,6 +61,19 @@ class CorruptCheckpointError(ValueError):
 
 class NoSoundCheckpointError(ValueError):
     """Checkpoints exist but none can be restored; the message lists why."""
+
+
+class StateLayoutError(NoSoundCheckpointError):
+    """A checkpoint's state has other fields than this version's state: it was written
+    by another version of jaxnas (systematic, so nothing is moved aside)."""
+
+
+# Fields a state gained in a later version, and what they are, so that a refusal of
+# an older workdir says what changed.
+ADDED_FIELDS = {
+    "key": "the PRNG key a DARTS (bilevel) search state carries since the one-engine "
+           "redesign; random relaxations draw from it",
+}
 
 
 def _host_leaf(x: Any) -> np.ndarray:
@@ -138,6 +152,9 @@ class Checkpointer:
         (another version's state layout, a filesystem problem) than corruption, and
         starting afresh silently would discard the run.
         """
+        steps = self._manager.all_steps()
+        if steps:
+            self._check_layout(max(steps), target)
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
         bad = []
         reasons = []
@@ -171,6 +188,32 @@ class Checkpointer:
             self._quarantine(bad)
         return found
 
+    def _check_layout(self, step: int, target: Any) -> None:
+        """StateLayoutError when the newest checkpoint's top-level state fields differ
+        from `target`'s (read from orbax's tree metadata; a checkpoint whose metadata
+        cannot be read is left to `restore`'s corruption handling)."""
+        saved = _saved_fields(os.path.join(self.directory, str(step), "state"))
+        if saved is None:
+            return
+        wanted = _fields(target)
+        missing, extra = sorted(wanted - saved), sorted(saved - wanted)
+        if not missing and not extra:
+            return
+        parts = []
+        if missing:
+            parts.append("lacks " + ", ".join(
+                repr(f) + (f" ({ADDED_FIELDS[f]})" if f in ADDED_FIELDS else "")
+                for f in missing))
+        if extra:
+            parts.append("has " + ", ".join(repr(f) for f in extra) + " that this "
+                         "version's state does not")
+        raise StateLayoutError(
+            f"the checkpoint at step {step} in {self.directory} was written by another "
+            f"version of jaxnas: its state {' and '.join(parts)}, so this version "
+            "cannot resume it. Finish that run with the jaxnas version that started "
+            "it, or start afresh with a new --workdir (or move the workdir's "
+            "checkpoints/ away); nothing was changed.")
+
     def _quarantine(self, steps: list[int]) -> None:
         """Moves unsound step directories to ``workdir/checkpoints.corrupt/``."""
         from jaxnas import parallel
@@ -199,6 +242,31 @@ class Checkpointer:
     def close(self) -> None:
         self._manager.wait_until_finished()
         self._manager.close()
+
+
+def _key_name(entry: Any) -> str:
+    for attr in ("key", "name", "idx"):  # DictKey, GetAttrKey, SequenceKey
+        if hasattr(entry, attr):
+            return str(getattr(entry, attr))
+    return str(entry)
+
+
+def _fields(tree: Any) -> set[str]:
+    """Top-level field names of a state pytree that hold at least one leaf."""
+    paths = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {_key_name(path[0]) for path, _ in paths if path}
+
+
+def _saved_fields(item_dir: str) -> set[str] | None:
+    """Top-level field names of a saved state item, from orbax's ``_METADATA``
+    (None if it is missing or unreadable)."""
+    try:
+        with open(os.path.join(item_dir, "_METADATA")) as f:
+            tree = json.load(f)["tree_metadata"]
+        return {entry["key_metadata"][0]["key"] for entry in tree.values()
+                if entry.get("key_metadata")}
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None
 
 
 def latest_meta(workdir: str) -> dict[str, Any] | None:

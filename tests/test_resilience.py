@@ -307,6 +307,55 @@ def test_checkpointer_with_no_sound_checkpoint_refuses_and_moves_nothing(tmp_pat
     assert not os.path.exists(tmp_path / "checkpoints.corrupt")
 
 
+def test_a_darts_workdir_from_before_the_state_key_is_refused_with_advice(
+        tmp_path, digits_data_dir, monkeypatch, capsys):
+    """A DARTS checkpoint written before the bilevel state carried its PRNG ``key``
+    (that older layout written here: every field but ``key``) is refused on resume,
+    saying what happened and what to do, and left in place."""
+    import dataclasses
+
+    import jax.numpy as jnp
+
+    from jaxnas import checkpoint as ckpt_lib
+    from jaxnas import cli
+    from jaxnas import config as config_lib
+    from jaxnas.strategies.bilevel import BilevelState
+
+    monkeypatch.setenv("JAXNAS_DATA_DIR", digits_data_dir)
+    config = config_lib.load_config(DARTS)
+    config_lib.apply_overrides(config, [a[len("--config."):] for a in DARTS_SMALL])
+    old_fields = [f.name for f in dataclasses.fields(BilevelState) if f.name != "key"]
+    assert "key" not in old_fields and "alphas" in old_fields
+    # shapes need not match: the layout is refused before any array is read
+    old_state = {name: {"x": jnp.zeros((2,), jnp.float32)} for name in old_fields}
+    workdir = tmp_path / "old"
+    saver = ckpt_lib.Checkpointer(str(workdir))
+    saver.save(2, old_state, {"config": config.to_dict(), "train_position": 2})
+    saver.close()
+
+    code = cli.main(["search", "--config", DARTS, "--workdir", str(workdir),
+                     *DARTS_SMALL])
+    err = capsys.readouterr().err
+    assert code == 2, err[-2000:]
+    assert "Traceback" not in err
+    assert "step 2" in err and "lacks 'key'" in err and "PRNG key" in err
+    assert "another version of jaxnas" in err and "new --workdir" in err
+    assert _steps(workdir) == [2]  # nothing moved aside or overwritten
+    assert not os.path.exists(workdir / "checkpoints.corrupt")
+
+
+def test_checkpointer_names_fields_a_checkpoint_has_that_the_state_lacks(tmp_path):
+    from jaxnas import checkpoint as ckpt_lib
+
+    saver = ckpt_lib.Checkpointer(str(tmp_path))
+    saver.save(1, {**_state(1.0), "extra": np.zeros(3, np.float32)}, {"position": 1})
+    saver.close()
+    loader = ckpt_lib.Checkpointer(str(tmp_path))
+    with pytest.raises(ckpt_lib.StateLayoutError, match=r"has 'extra' that this"):
+        loader.restore(_state(0.0))
+    loader.close()
+
+
 # ----------------------------------------------------------------------------------
 # Failing safely.
 
