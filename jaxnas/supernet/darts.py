@@ -346,8 +346,9 @@ class DartsSupernet(nn.Module):
     mixed_op: str = "scan"
     impl: str = "auto"
     # Rematerialise each cell (`jax.checkpoint`): its activations are recomputed in the
-    # backward pass instead of stored, trading step time for memory (figures in
-    # benchmarks/README.md). Same parameters, same function.
+    # backward pass instead of stored. Same parameters, same function. Measured at the
+    # default size (benchmarks/README.md): no lower XLA peak (it lies inside a cell's
+    # backward pass), 27% more CPU per step; hence off by default.
     remat: bool = False
 
     @nn.compact
