@@ -57,8 +57,9 @@ def _build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="retrain a discrete architecture from scratch")
     train.add_argument("--genotype", required=True,
                        help="a known name (DARTS_V1, DARTS_V2), a genotype JSON file (a "
-                       "search's genotype.json: DARTS or SPOS/FairNAS chain), or a "
-                       "literal DARTS Genotype(...) string")
+                       "search's genotype.json: DARTS or SPOS/FairNAS chain; or NB201), "
+                       "a literal DARTS Genotype(...) string, or a NAS-Bench-201 arch "
+                       "string |op~0|+|op~0|op~1|+|...|")
     train.add_argument("--config", required=True, help="path to a config file")
     train.add_argument("--workdir", required=True, help="run directory")
 
