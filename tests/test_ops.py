@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -219,3 +220,34 @@ def test_pool_gradients_match_brute_force():
     g_avg = jax.grad(lambda v: jnp.sum(ops.avg_pool_3x3(v, 1)))(jnp.asarray(x))
     np.testing.assert_array_equal(g_max, n_max)
     np.testing.assert_allclose(g_avg, n_avg, rtol=1e-6)
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_batch_norm_matches_pytorch_batchnorm2d(affine):
+    """ops.BatchNorm against numpy: PyTorch's BatchNorm2d normalises with the biased batch
+    variance and averages the unbiased one into the running variance; flax's variable
+    names are kept (params scale/bias only when affine; batch_stats mean/var)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(1.0, 2.0, (3, 4, 5, 6)).astype(np.float32)
+    bn = ops.batch_norm(True, affine)
+    variables = bn.init(jax.random.key(0), jnp.asarray(x))
+    assert set(variables["batch_stats"]) == {"mean", "var"}
+    assert set(variables.get("params", {})) == ({"scale", "bias"} if affine else set())
+    ref_vars = nn.BatchNorm(use_running_average=False, use_scale=affine,
+                            use_bias=affine).init(jax.random.key(0), jnp.asarray(x))
+    assert jax.tree.map(jnp.shape, ref_vars) == jax.tree.map(jnp.shape, variables)
+    y, updates = bn.apply(variables, jnp.asarray(x), mutable=["batch_stats"])
+    mean = x.mean(axis=(0, 1, 2))
+    biased = x.var(axis=(0, 1, 2))
+    unbiased = x.var(axis=(0, 1, 2), ddof=1)
+    np.testing.assert_allclose(y, (x - mean) / np.sqrt(biased + 1e-5), rtol=1e-4,
+                               atol=1e-5)
+    np.testing.assert_allclose(updates["batch_stats"]["mean"], 0.1 * mean, rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_allclose(updates["batch_stats"]["var"], 0.9 + 0.1 * unbiased,
+                               rtol=1e-5)
+    stats = {"mean": jnp.asarray(mean), "var": jnp.asarray(unbiased)}
+    y_eval = ops.batch_norm(False, affine).apply(
+        {**variables, "batch_stats": stats}, jnp.asarray(x))
+    np.testing.assert_allclose(y_eval, (x - mean) / np.sqrt(unbiased + 1e-5), rtol=1e-4,
+                               atol=1e-5)

@@ -14,7 +14,8 @@ __all__ = [
     "PRIMITIVES", "OP_NAMES", "OPS", "Zero", "Identity", "Pool3x3", "MaxPool3x3",
     "AvgPool3x3", "ConvOp", "ReLUConvBN", "DilConv", "SepConv", "FactorizedReduce",
     "Conv7x1_1x7",
-    "depthwise_conv", "max_pool_3x3", "avg_pool_3x3", "batch_norm", "torch_conv_init",
+    "depthwise_conv", "max_pool_3x3", "avg_pool_3x3", "batch_norm", "BatchNorm",
+    "torch_conv_init",
 ]
 
 Padding = int | tuple[int, int]
@@ -29,10 +30,48 @@ def torch_conv_init() -> nn.initializers.Initializer:
     return nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
 
-def batch_norm(train: bool, affine: bool, name: str | None = None) -> nn.BatchNorm:
+class BatchNorm(nn.Module):
+    """PyTorch's `BatchNorm2d` over the channels (last axis) of x.
+
+    The variables of `flax.linen.BatchNorm` (params `scale`, `bias` when affine;
+    batch_stats `mean`, `var`), so weights load by the same names; unlike it, the
+    running variance averages the *unbiased* batch variance (n / (n - 1)), as PyTorch
+    does, so eval-mode outputs match a PyTorch network trained in step.
+    """
+
+    use_running_average: bool
+    affine: bool = True
+    momentum: float = 0.9
+    epsilon: float = 1e-5
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        c = x.shape[-1]
+        ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (c,), jnp.float32)
+        ra_var = self.variable("batch_stats", "var", jnp.ones, (c,), jnp.float32)
+        if self.use_running_average:
+            mean, var = ra_mean.value, ra_var.value
+        else:
+            axes = tuple(range(x.ndim - 1))
+            mean = jnp.mean(x, axis=axes)
+            var = jnp.mean(jnp.square(x - mean), axis=axes)
+            if not self.is_initializing():
+                n = x.size // c
+                unbiased = jax.lax.stop_gradient(var) * (n / (n - 1) if n > 1 else 1.0)
+                m = self.momentum
+                ra_mean.value = m * ra_mean.value + (1 - m) * jax.lax.stop_gradient(mean)
+                ra_var.value = m * ra_var.value + (1 - m) * unbiased
+        y = (x - mean.astype(x.dtype)) * jax.lax.rsqrt(var.astype(x.dtype) + self.epsilon)
+        if self.affine:
+            scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
+            bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
+            y = y * scale.astype(x.dtype) + bias.astype(x.dtype)
+        return y
+
+
+def batch_norm(train: bool, affine: bool, name: str | None = None) -> BatchNorm:
     """BatchNorm with PyTorch's defaults (momentum 0.1 == flax 0.9, eps 1e-5)."""
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                        use_scale=affine, use_bias=affine, name=name)
+    return BatchNorm(use_running_average=not train, affine=affine, name=name)
 
 
 def _pad_pair(padding: Padding) -> tuple[tuple[int, int], tuple[int, int]]:
