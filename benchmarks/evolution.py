@@ -44,7 +44,7 @@ def case(name: str, args: Any) -> common.Case:
     variables = jax.jit(lambda k, x: model.init(k, x, path0))(
         init_key(jax.random.key(0)), calib[0])
     rng = np.random.default_rng(0)
-    paths = jnp.asarray(rng.integers(0, space_lib.NUM_CHOICES,
+    paths = jnp.asarray(rng.integers(0, oneshot_lib.fair_paths(space),
                                      (population, space.num_layers), np.int32))
 
     def evaluate(variables, paths, calib, val):

@@ -36,7 +36,8 @@ def build_model(args: Any) -> tuple[space_lib.ChainSpace, ChainSupernet, int]:
 
 def space_config(args: Any, space: space_lib.ChainSpace, image: int) -> dict[str, Any]:
     return dict(space=args.space, image=[image, image, space.in_channels],
-                num_layers=space.num_layers, num_choices=space_lib.NUM_CHOICES,
+                num_layers=space.num_layers,
+                num_choices=oneshot_lib.fair_paths(space),
                 num_classes=args.num_classes, dispatch="gather", impl="auto",
                 devices=args.devices, repeats=args.repeats, warmup=args.warmup)
 
@@ -54,7 +55,7 @@ def case(name: str, args: Any) -> common.Case:
     state = jax.jit(strat.init)(jax.random.key(0), batch["image"])
     n_params = common.param_count(state.params)
     state, batch = placement.replicated(state), placement.batch(batch)
-    paths = space_lib.NUM_CHOICES if fair else 1
+    paths = oneshot_lib.fair_paths(space) if fair else 1
     config = space_config(args, space, image)
     config.update(batch=args.batch, paths_per_step=paths, supernet_params=n_params,
                   batch_shared_by_paths=True)

@@ -40,10 +40,6 @@ class Choice(NamedTuple):
 # The FairNAS / ProxylessNAS candidates, in a fixed order (path values index this).
 CHOICES: tuple[Choice, ...] = tuple(Choice(k, e) for k in (3, 5, 7) for e in (3, 6))
 CHOICE_NAMES: tuple[str, ...] = tuple(c.name for c in CHOICES)
-# Deprecated: read a space's `num_choices` (per layer) instead.  Kept while
-# benchmarks/oneshot.py and benchmarks/evolution.py still read it (jaxnas and the
-# tests no longer do).
-NUM_CHOICES = len(CHOICES)
 MAX_KERNEL = max(c.kernel for c in CHOICES)
 MAX_EXPANSION = max(c.expansion for c in CHOICES)
 
