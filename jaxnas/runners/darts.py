@@ -64,10 +64,12 @@ def check_mesh(config: ml_collections.ConfigDict, mesh) -> None:
                                                         "data")})
 
 
-def arch_record(alphas) -> dict[str, Any]:
-    """The op weights of `alphas` on the host, rounded for metrics.jsonl."""
+def arch_record(strategy, state) -> dict[str, Any]:
+    """The strategy's op weights of `state` (its relaxation's expected weights) on the
+    host, rounded for metrics.jsonl."""
+    state = state.replace(alphas=parallel.host(state.alphas))
     return jax.tree.map(lambda a: np.round(np.asarray(a), 6),
-                        jax.device_get(darts_lib.arch_weights(parallel.host(alphas))))
+                        jax.device_get(strategy.arch_weights(state)))
 
 
 class Hooks(loop_lib.Hooks):
@@ -97,19 +99,20 @@ class Hooks(loop_lib.Hooks):
         def evaluate(state, step: int) -> dict[str, Any]:
             out = common.evaluate(eval_fn, state, data.val, data, b, mesh=mesh)
             return {**{f"val_{k}": v for k, v in out.items()},
-                    "arch_weights": arch_record(state.alphas),
+                    "arch_weights": arch_record(strategy, state),
                     "epoch": step / steps_per_epoch}
 
         def finalize(state, loop: loop_lib.LoopResult) -> dict[str, Any]:
             alphas = parallel.host(state.alphas)
-            genotype = strategy.derive(state.replace(alphas=alphas))
+            state = state.replace(alphas=alphas)
+            genotype = strategy.derive(state)
             space = spaces.space_of(genotype)
             last = loop.records[-1] if loop.records else {}
             return {"method": "darts", "estimator": config.darts.estimator,
                     "genotype": space.to_json(genotype),
                     "genotype_str": space.describe(genotype),
                     "arch": jax.tree.map(lambda a: np.asarray(a).tolist(), alphas),
-                    "arch_weights": arch_record(alphas),
+                    "arch_weights": arch_record(strategy, state),
                     **loop.summary(),
                     "final": {k: v for k, v in last.items() if k.startswith("val_")}}
 
