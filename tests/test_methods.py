@@ -22,7 +22,8 @@ def test_darts_rules_accept_exactly_what_the_code_accepts():
     for key, values in (("model.mixed_op", supernet.MIXED_OPS),
                         ("model.impl", kernels.IMPLS),
                         ("darts.estimator", strategy.ESTIMATORS)):
-        rule = methods.get("darts").rules[key]
+        from jaxnas.methods import supernets
+        rule = {**methods.get("darts").rules, **supernets.MODEL_RULES["darts"]}[key]
         assert all(rule.check(v) for v in values), key
         assert not rule.check("nope")
         for v in values:  # the whole config validates with each of them

@@ -1,5 +1,6 @@
-"""DARTS' config rules, beside the code they guard: allowed values are read from the
-supernet, kernels and strategy modules themselves (`config.choice_from`)."""
+"""DARTS' config rules (the supernet's, by `model.space`, are in `supernets`), beside
+the code they guard: allowed values are read from the kernels and strategy modules
+themselves (`config.choice_from`)."""
 
 from __future__ import annotations
 
@@ -7,18 +8,10 @@ import ml_collections
 
 from jaxnas import config as C
 from jaxnas import methods
+from jaxnas.methods import supernets
 from jaxnas.errors import ConfigError
 
 RULES: dict[str, C.Rule] = {
-    "model.channels": C.positive(int),
-    "model.layers": C.Rule(lambda v: isinstance(v, int) and not isinstance(v, bool)
-                           and v >= 3,
-                           "an integer >= 3 (two reduction cells at 1/3 and 2/3 depth)"),
-    "model.steps": C.positive(int),
-    "model.multiplier": C.positive(int),
-    "model.stem_multiplier": C.positive(int),
-    "model.mixed_op": C.choice_from("jaxnas.supernet.darts", "MIXED_OPS"),
-    "model.impl": C.choice_from("jaxnas.supernet.kernels", "IMPLS"),
     # strategies.darts.ESTIMATORS is the registry's names
     "darts.estimator": C.choice_from("jaxnas.strategies.estimators", "REGISTRY"),
     "darts.unroll_momentum": methods.BOOL,
@@ -41,14 +34,13 @@ RULES: dict[str, C.Rule] = {
 
 
 def check(config: ml_collections.ConfigDict) -> None:
-    """Cross-key rules of a DARTS config."""
+    """The supernet's rules (by `model.space`) and the cross-key rules of a DARTS
+    config."""
+    supernets.check_model(config)
     if config.darts.warmup_epochs >= config.epochs:
         raise ConfigError(f"config.darts.warmup_epochs={config.darts.warmup_epochs} is "
                           f"not allowed: expected fewer than epochs={config.epochs} (the "
                           "architecture would never be updated)")
-    if config.model.multiplier > config.model.steps:
-        raise ConfigError(f"config.model.multiplier={config.model.multiplier} is not "
-                          f"allowed: expected at most model.steps={config.model.steps}")
 
 
 DARTS = methods.register(methods.Method(

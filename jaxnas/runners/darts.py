@@ -19,19 +19,16 @@ from jaxnas import spaces
 from jaxnas import workdir as wd
 from jaxnas.runners import common
 from jaxnas.runners import loop as loop_lib
+from jaxnas.runners import supernets
 from jaxnas.strategies import darts as darts_lib
-from jaxnas.supernet.darts import DartsSupernet
 
 log = logging.getLogger("jaxnas")
 
 
 def build(config: ml_collections.ConfigDict, num_classes: int, steps_per_epoch: int):
     """The supernet and the DARTS strategy a config describes."""
-    m, o, d = config.model, config.optim, config.darts
-    model = DartsSupernet(channels=m.channels, num_classes=num_classes, layers=m.layers,
-                          steps=m.steps, multiplier=m.multiplier,
-                          stem_multiplier=m.stem_multiplier, mixed_op=m.mixed_op,
-                          impl=m.impl)
+    o, d = config.optim, config.darts
+    model, space = supernets.build(config.model, num_classes)
     schedule = darts_lib.cosine_epoch_schedule(o.w_lr, o.w_lr_min, config.epochs,
                                                steps_per_epoch)
     strategy = darts_lib.darts(
@@ -41,7 +38,7 @@ def build(config: ml_collections.ConfigDict, num_classes: int, steps_per_epoch: 
         unroll_momentum=d.unroll_momentum, fd_eps=d.fd_eps,
         implicit_iters=d.implicit_iters, implicit_damping=d.implicit_damping,
         neumann_alpha=d.neumann_alpha,
-        warmup_steps=d.warmup_epochs * steps_per_epoch)
+        warmup_steps=d.warmup_epochs * steps_per_epoch, space=space)
     return model, strategy
 
 

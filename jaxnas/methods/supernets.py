@@ -1,0 +1,47 @@
+"""The supernets a bilevel method can search, by `config.model.space`, with each one's
+config rules (no JAX imported; `jaxnas.runners.supernets` builds them)."""
+
+from __future__ import annotations
+
+import ml_collections
+
+from jaxnas import config as C
+from jaxnas.errors import ConfigError
+
+DEFAULT_SPACE = "darts"
+
+# config.model rules per space; every key of the chosen space's rules is required.
+MODEL_RULES: dict[str, dict[str, C.Rule]] = {
+    "darts": {
+        "model.channels": C.positive(int),
+        "model.layers": C.Rule(lambda v: isinstance(v, int) and not isinstance(v, bool)
+                               and v >= 3,
+                               "an integer >= 3 (two reduction cells at 1/3 and 2/3 "
+                               "depth)"),
+        "model.steps": C.positive(int),
+        "model.multiplier": C.positive(int),
+        "model.stem_multiplier": C.positive(int),
+        "model.mixed_op": C.choice_from("jaxnas.supernet.darts", "MIXED_OPS"),
+        "model.impl": C.choice_from("jaxnas.supernet.kernels", "IMPLS"),
+    },
+}
+
+
+def space_name(config: ml_collections.ConfigDict) -> str:
+    """`config.model.space` (default "darts"); ConfigError naming the known spaces."""
+    name = config.model.get("space", DEFAULT_SPACE) if "model" in config else DEFAULT_SPACE
+    if name not in MODEL_RULES:
+        raise ConfigError(f"config.model.space={name!r} is not allowed: expected one of "
+                          f"{', '.join(repr(s) for s in MODEL_RULES)}")
+    return name
+
+
+def check_model(config: ml_collections.ConfigDict) -> str:
+    """Validates `config.model` against its space's rules; returns the space's name."""
+    name = space_name(config)
+    rules = MODEL_RULES[name]
+    C.validate(config, rules, required=list(rules))
+    if name == "darts" and config.model.multiplier > config.model.steps:
+        raise ConfigError(f"config.model.multiplier={config.model.multiplier} is not "
+                          f"allowed: expected at most model.steps={config.model.steps}")
+    return name

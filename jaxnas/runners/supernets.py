@@ -1,0 +1,27 @@
+"""Builds the supernet and search space that `config.model` describes, for every
+bilevel method (rules in `jaxnas.methods.supernets`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+
+from jaxnas.methods.supernets import space_name
+
+
+def build(model_config: ml_collections.ConfigDict, num_classes: int) -> tuple[Any, Any]:
+    """(supernet, space) for `model_config` (a validated `config.model`)."""
+    m = model_config
+    name = space_name(ml_collections.ConfigDict({"model": m}))
+    if name == "darts":
+        from jaxnas.spaces.darts import DartsSpace
+        from jaxnas.supernet.darts import DartsSupernet
+        model = DartsSupernet(channels=m.channels, num_classes=num_classes,
+                              layers=m.layers, steps=m.steps, multiplier=m.multiplier,
+                              stem_multiplier=m.stem_multiplier, mixed_op=m.mixed_op,
+                              impl=m.impl)
+        space = DartsSpace(primitives=tuple(model.primitives), steps=model.steps,
+                           multiplier=model.multiplier)
+        return model, space
+    raise AssertionError(f"no builder for space {name!r}")  # space_name checked it
