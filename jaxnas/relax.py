@@ -157,10 +157,69 @@ def sigmoid_relaxation(zero_one_weight: float = 0.0) -> Relaxation:
                       penalty=penalty)
 
 
-def dirichlet_relaxation() -> Relaxation:
-    """DrNAS: a reparameterised Dirichlet sample per step; evaluation by its mean."""
+def linear_schedule(start: float, end: float, total_steps: int) -> Schedule:
+    """`start` at step 0 moving linearly to `end` at step `total_steps - 1`, then `end`
+    (GDAS' temperature 10 -> 0.1, DARTS-' auxiliary skip 1 -> 0)."""
+    span = max(int(total_steps) - 1, 1)
+
+    def schedule(step: Array) -> Array:
+        frac = jnp.clip(jnp.asarray(step, jnp.float32) / span, 0.0, 1.0)
+        # (1 - f) start + f end, not start + f (end - start): exactly `end` at f = 1
+        return (1.0 - frac) * jnp.float32(start) + frac * jnp.float32(end)
+
+    return schedule
+
+
+def dirichlet_kl(alphas: PyTree, anchor: float = 1.0) -> Array:
+    """Sum over every edge of KL(Dirichlet(elu(alphas) + 1) || Dirichlet(anchor, ..., anchor))
+    in closed form (DrNAS' regulariser towards an anchor Dirichlet)."""
+    from jax.scipy.special import digamma, gammaln
+
+    def leaf(c: Array) -> Array:
+        k = c.shape[-1]
+        c0 = jnp.sum(c, axis=-1)
+        b = jnp.asarray(anchor, c.dtype)
+        log_norm = (gammaln(c0) - jnp.sum(gammaln(c), axis=-1)
+                    - gammaln(k * b) + k * gammaln(b))
+        return jnp.sum(log_norm + jnp.sum((c - b) * (digamma(c) - digamma(c0)[..., None]),
+                                          axis=-1))
+
+    return sum(leaf(c) for c in jax.tree.leaves(concentration(alphas)))
+
+
+def dirichlet_relaxation(kl_weight: float = 0.0, anchor: float = 1.0) -> Relaxation:
+    """DrNAS: a reparameterised Dirichlet sample per step; evaluation by its mean; with
+    kl_weight > 0 the penalty kl_weight * KL(Dir(elu(a) + 1) || Dir(anchor)) (`dirichlet_kl`)."""
+    if not anchor > 0:
+        raise ValueError(f"anchor={anchor!r}: expected a concentration > 0")
+    penalty = None
+    if kl_weight:
+        def penalty(alphas: PyTree, step: Array) -> Array:
+            del step
+            return kl_weight * dirichlet_kl(alphas, anchor)
     return Relaxation(weights=lambda key, alphas, step: dirichlet(key, alphas),
-                      expected=dirichlet_mean)
+                      expected=dirichlet_mean, penalty=penalty)
+
+
+def auxiliary_skip_relaxation(base: Relaxation, skip_index: int,
+                              beta: Schedule | float) -> Relaxation:
+    """DARTS-: `base`'s weights plus beta(step) on the skip_connect column of every edge.
+
+    A mixed op is linear in its weights, so on an edge whose skip_connect is the identity
+    (stride 1) this is exactly edge = mixed(x) + beta * x, the auxiliary skip. On the
+    stride-2 edges of a reduction cell skip_connect is a FactorizedReduce: the auxiliary
+    skip is then beta * FactorizedReduce(x) with that op's own parameters (shared, where
+    DARTS-' code gives the auxiliary path separate ones). Evaluation and derivation use
+    `base.expected` (no auxiliary skip: beta reaches 0 at the end of the search).
+    """
+    beta_fn = _constant(beta)
+
+    def weights(key: Array, alphas: PyTree, step: Array) -> PyTree:
+        w = base.weights(key, alphas, step)
+        b = beta_fn(step)
+        return jax.tree.map(lambda x: x.at[..., skip_index].add(b.astype(x.dtype)), w)
+
+    return Relaxation(weights=weights, expected=base.expected, penalty=base.penalty)
 
 
 RELAXATIONS: dict[str, Callable[..., Relaxation]] = {

@@ -43,7 +43,7 @@ class BilevelState(struct.PyTreeNode):
 
 def bilevel(model: nn.Module, space: Any, *, relax: Relaxation, hypergrad: Hypergradient,
             w_tx: optax.GradientTransformation, a_tx: optax.GradientTransformation,
-            w_lr: Schedule, warmup_steps: int = 0) -> BilevelStrategy:
+            w_lr: Schedule, warmup_steps: int = 0, joint: bool = False) -> BilevelStrategy:
     """Builds a bilevel strategy.
 
     Args:
@@ -58,6 +58,9 @@ def bilevel(model: nn.Module, space: Any, *, relax: Relaxation, hypergrad: Hyper
         estimators take its current value, and it is logged as "lr".
       warmup_steps: steps that train the weights only before architecture updates start
         (PC-DARTS, P-DARTS); a `lax.cond` picks the branch in one compiled step.
+      joint: SNAS' single-level step instead of the two halves: one sample, one gradient
+        of the *training* loss (plus the penalty) in weights and alphas together, each
+        applied by its optimizer; the validation batch is not read (`hypergrad` unused).
     """
     if (isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int)
             or warmup_steps < 0):
@@ -155,6 +158,39 @@ def bilevel(model: nn.Module, space: Any, *, relax: Relaxation, hypergrad: Hyper
                        "hypergrad_norm": arch_metrics["hypergrad_norm"],
                        "w_grad_norm": w_metrics["w_grad_norm"]}
 
+    def joint_step(state: BilevelState, train_batch: Batch, val_batch: Batch
+                   ) -> tuple[BilevelState, Metrics]:
+        """SNAS: weights and alphas descend the training loss of one relaxed sample."""
+        del val_batch  # single-level: the architecture learns from training data only
+        key, k_sample = jax.random.split(state.key)
+        lr = w_lr(state.step)
+
+        def loss(params: PyTree, alphas: PyTree) -> tuple[Array, tuple[Array, PyTree]]:
+            weights = relax.weights(k_sample, alphas, state.step)
+            logits, stats = forward(params, state.batch_stats, weights,
+                                    train_batch["image"])
+            ce = cross_entropy(logits, train_batch["label"])
+            total = ce if relax.penalty is None else ce + relax.penalty(alphas, state.step)
+            return total, (ce, (logits, stats))
+
+        (_, (ce, (logits, batch_stats))), (w_grad, a_grad) = jax.value_and_grad(
+            loss, argnums=(0, 1), has_aux=True)(state.params, state.alphas)
+        w_updates, w_opt = w_tx.update(w_grad, state.w_opt, state.params)
+        params = optax.apply_updates(state.params, w_updates)
+        a_updates, a_opt = a_tx.update(a_grad, state.a_opt, state.alphas)
+        alphas = optax.apply_updates(state.alphas, a_updates)
+        if warmup_steps:  # weights only at first: keep the old alphas and Adam state
+            on = state.step >= warmup_steps
+            alphas, a_opt = jax.tree.map(lambda new, old: jnp.where(on, new, old),
+                                         (alphas, a_opt), (state.alphas, state.a_opt))
+            a_grad = jax.tree.map(lambda g: jnp.where(on, g, jnp.zeros_like(g)), a_grad)
+        return (state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                              alphas=alphas, w_opt=w_opt, a_opt=a_opt, key=key),
+                {"train_loss": ce,
+                 "train_accuracy": accuracy(logits, train_batch["label"]),
+                 "lr": lr, "hypergrad_norm": optax.tree.norm(a_grad),
+                 "w_grad_norm": optax.tree.norm(w_grad)})
+
     def arch_weights(state: BilevelState) -> PyTree:
         """The relaxation's expected (deterministic) op weights of the alphas."""
         return relax.expected(state.alphas)
@@ -170,7 +206,8 @@ def bilevel(model: nn.Module, space: Any, *, relax: Relaxation, hypergrad: Hyper
         """The space's discrete architecture of the expected op weights."""
         return space.derive(jax.device_get(arch_weights(state)))
 
-    return BilevelStrategy(init=init, step=step, derive=derive, evaluate=evaluate,
+    # SNAS' single-level iteration replaces the two halves (which stay as parts)
+    return BilevelStrategy(init=init, step=joint_step if joint else step, derive=derive, evaluate=evaluate,
                            arch_step=arch_step, weight_step=weight_step,
                            arch_weights=arch_weights)
 

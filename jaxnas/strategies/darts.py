@@ -42,7 +42,8 @@ def darts(model: nn.Module, *, estimator: str = "first_order",
           unroll_momentum: bool = False, fd_eps: float = 0.01,
           implicit_iters: int = 5, implicit_damping: float = 0.0,
           neumann_alpha: float = 0.01, warmup_steps: int = 0, space: Any = None,
-          relax: relax_lib.Relaxation | None = None) -> BilevelStrategy:
+          relax: relax_lib.Relaxation | None = None, joint: bool = False
+          ) -> BilevelStrategy:
     """Builds the DARTS strategy for `model` (a supernet taking op weights as an input).
 
     Args:
@@ -59,6 +60,8 @@ def darts(model: nn.Module, *, estimator: str = "first_order",
       space: the search space (default: the DARTS cell space of the model's primitives,
         steps and multiplier); relax: the relaxation (default: softmax). Methods that
         change only these are a few lines over `darts` (see `fairdarts`).
+      joint: the core's single-level step (SNAS): weights and alphas on the training
+        loss together.
     """
     hypergradient = estimators.get(
         estimator, fd_eps=fd_eps, implicit_iters=implicit_iters,
@@ -72,4 +75,5 @@ def darts(model: nn.Module, *, estimator: str = "first_order",
                    hypergrad=hypergradient,
                    w_tx=weight_optimizer(schedule, momentum=w_momentum,
                                          weight_decay=w_weight_decay, grad_clip=grad_clip),
-                   a_tx=a_tx or arch_optimizer(), w_lr=schedule, warmup_steps=warmup_steps)
+                   a_tx=a_tx or arch_optimizer(), w_lr=schedule, warmup_steps=warmup_steps,
+                   joint=joint)
