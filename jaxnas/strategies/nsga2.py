@@ -8,7 +8,7 @@ objective and ``a > b`` in one.
 
 A generation: ``P`` children, each a uniform crossover of two parents picked by
 binary tournaments under the crowded comparison (lower rank first, then larger
-crowding distance), with each layer then redrawn uniformly with probability
+crowding distance, both as assigned when the parents were selected), with each layer then redrawn uniformly with probability
 ``mutation_rate`` (default ``1 / L``) among its *other* choices; parents and children
 (2P) are ranked and the best ``P`` by (rank, -crowding) survive.  The result holds
 every evaluated architecture and the Pareto front among them (`pareto_front`).
@@ -133,7 +133,8 @@ class NSGA2Result(NamedTuple):
     front_objectives: np.ndarray   # float[F, M] (distinct architectures)
     population: Array              # int32[P, L]: the last generation's survivors
     objectives: Array              # float[P, M]
-    rank: Array                    # int32[P]: their fronts within the population
+    rank: Array                    # int32[P]: their fronts (the same within the
+    #                                population as in the pool they survived)
     history_archs: Array           # int32[P * (G + 1), L]: every evaluation in order
     history_objectives: Array      # float[P * (G + 1), M]
 
@@ -164,11 +165,11 @@ def _nsga2(key, objectives_fn, num_choices, population_size, num_generations,
         child_objs = _evaluate(objectives_fn, children)
         pool = jnp.concatenate([population, children])
         pool_objs = jnp.concatenate([objs, child_objs])
-        keep, pool_rank, _ = survivors(pool_objs, population_size)
-        population, objs = pool[keep], pool_objs[keep]
-        rank = non_dominated_rank(objs)
-        crowd = crowding_distance(objs, rank)
-        return (population, objs, rank, crowd), (children, child_objs)
+        keep, pool_rank, pool_crowd = survivors(pool_objs, population_size)
+        # the survivors keep their fronts (a point of front k is dominated by one of
+        # front k - 1, which survives); their crowding is the pool's, as in Deb et al.
+        return ((pool[keep], pool_objs[keep], pool_rank[keep], pool_crowd[keep]),
+                (children, child_objs))
 
     first = (population, objs)
     (population, objs, rank, _), (kids, kid_objs) = jax.lax.scan(
