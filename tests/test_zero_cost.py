@@ -141,3 +141,29 @@ def test_tiny_study_end_to_end(tmp_path, digits_data_dir):
     for arch in saved["archs"]:
         assert 0.0 <= arch["test_accuracy"] <= 1.0
         assert all(np.isfinite(v) for v in arch["scores"].values())
+
+
+def test_hardware_tables_by_hand_and_the_mnasnet_reward():
+    from jaxnas import hardware
+    from jaxnas.spaces import chain as space_lib
+
+    space = space_lib.ChainSpace(stem_channels=4, widths=(4, 6), depths=(1, 1),
+                                 strides=(1, 2), head_channels=8, in_channels=1)
+    fixed, table = hardware.chain_macs_table(space, 3, 8)
+    # stem 8*8*9*1*4; head at 4x4: 16*6*8; classifier 8*3
+    assert fixed == 2304 + 768 + 24
+    # layer 0, k3 e3 (h = 12) at 8x8: expand 64*4*12, dw 64*9*12, project 64*12*4
+    assert table[0, 0] == 3072 + 6912 + 3072
+    # layer 1, k7 e6 (h = 24), 8x8 -> 4x4: expand 64*4*24, dw 16*49*24, project 16*24*6
+    assert table[1, 5] == 6144 + 18816 + 2304
+    archs = np.array([[0, 5], [3, 1]], np.int32)
+    cost = hardware.table_cost(*space_lib.param_table(space, 3))
+    np.testing.assert_allclose(np.asarray(cost(jnp.asarray(archs))),
+                               [space_lib.count_params(space, a, 3) for a in archs])
+    with pytest.raises(ValueError, match="met by no architecture"):
+        hardware.check_budget(fixed, table, budget=float(fixed))
+    hardware.check_budget(fixed, table, budget=float(fixed + table.min(1).sum()))
+    acc = jnp.array([0.9, 0.9])
+    r = hardware.mnasnet_reward(acc, jnp.array([50.0, 200.0]), 100.0)
+    np.testing.assert_allclose(np.asarray(r), [0.9 * 0.5 ** -0.07, 0.9 * 2 ** -0.07],
+                               rtol=1e-6)
