@@ -82,3 +82,18 @@ def test_evaluation_and_derivation_use_the_sigmoid_weights():
 
 def test_fairdarts_is_one_small_file_over_the_core():
     assert len(inspect.getsource(fairdarts_lib).splitlines()) <= 40
+
+
+def test_derivation_is_darts_top2_which_on_sigmoids_ranks_by_the_raw_alphas():
+    """spaces/darts.py derive (DARTS' top-2: per node the two inputs with the largest
+    best non-none weight) on sigmoid weights: a sigmoid is increasing and elementwise, so
+    the genotype is that of the raw alphas, not of their per-edge softmax, and no
+    threshold is applied (every node keeps two inputs, as NetworkCIFAR needs)."""
+    from jaxnas.spaces import genotypes
+    strat = fairdarts_lib.fairdarts(ToySupernet(), w_schedule=0.1)
+    state = strat.init(jax.random.key(2), TRAIN["image"])
+    rng = np.random.default_rng(0)
+    state = state.replace(alphas=jax.tree.map(
+        lambda a: jnp.asarray(rng.normal(size=a.shape), jnp.float32), state.alphas))
+    raw = jax.tree.map(np.asarray, state.alphas)
+    assert strat.derive(state) == genotypes.derive(raw)

@@ -33,10 +33,27 @@ RULES: dict[str, C.Rule] = {
 }
 
 
+# Optional section of every bilevel method (jaxnas.strategies.early_stop): 0 = off.
+EARLY_STOP_RULES: dict[str, C.Rule] = {
+    "early_stop.max_skips": C.non_negative(int),
+    "early_stop.stable_epochs": C.non_negative(int),
+    "early_stop.eigen_ratio": C.in_range(0.0, 1.0, hi_open=True),
+    "early_stop.eigen_epochs": C.positive(int),
+    "early_stop.eigen_batch": C.positive(int),
+}
+
+
 def check(config: ml_collections.ConfigDict) -> None:
-    """The supernet's rules (by `model.space`) and the cross-key rules of a DARTS
-    config."""
+    """The supernet's rules (by `model.space`), the optional `early_stop` section and
+    the cross-key rules of a DARTS config (every bilevel method's check calls it)."""
     supernets.check_model(config)
+    if "early_stop" in config:
+        C.validate(config, EARLY_STOP_RULES, required=list(EARLY_STOP_RULES))
+        unknown = sorted(set(config.early_stop.keys())
+                         - {k.split(".")[1] for k in EARLY_STOP_RULES})
+        if unknown:
+            raise ConfigError(f"config.early_stop has unknown keys {', '.join(unknown)}: "
+                              f"expected {', '.join(EARLY_STOP_RULES)}")
     if config.darts.warmup_epochs >= config.epochs:
         raise ConfigError(f"config.darts.warmup_epochs={config.darts.warmup_epochs} is "
                           f"not allowed: expected fewer than epochs={config.epochs} (the "

@@ -1,5 +1,7 @@
-"""DARTS in the search loop: the supernet and strategy a config describes, the
-jitted bilevel step, its two batch feeds, and the derived genotype with plots."""
+"""DARTS and the gradient-based family in the search loop: the supernet and the strategy
+`config.method` names (`BUILDERS`), the jitted bilevel step, its two batch feeds, the
+optional early stop (`config.early_stop`, DARTS+ / RobustDARTS) at each evaluation, and
+the derived genotype with plots."""
 
 from __future__ import annotations
 
@@ -25,14 +27,55 @@ from jaxnas.strategies import darts as darts_lib
 log = logging.getLogger("jaxnas")
 
 
+def _gdas(model, config, total_steps, **kw):
+    from jaxnas.strategies.gdas import gdas
+    return gdas(model, total_steps=total_steps, tau_max=config.gdas.tau_max,
+                tau_min=config.gdas.tau_min, **kw)
+
+
+def _snas(model, config, total_steps, **kw):
+    from jaxnas.strategies.snas import snas
+    return snas(model, total_steps=total_steps, tau_max=config.snas.tau_max,
+                tau_min=config.snas.tau_min, **kw)
+
+
+def _fairdarts(model, config, total_steps, **kw):
+    from jaxnas.strategies.fairdarts import fairdarts
+    return fairdarts(model, zero_one_weight=config.fairdarts.zero_one_weight, **kw)
+
+
+def _drnas(model, config, total_steps, **kw):
+    from jaxnas.strategies.drnas import drnas
+    return drnas(model, kl_weight=config.drnas.kl_weight, anchor=config.drnas.anchor, **kw)
+
+
+def _darts_minus(model, config, total_steps, **kw):
+    from jaxnas.strategies.darts_minus import darts_minus
+    return darts_minus(model, total_steps=total_steps, beta_max=config.darts_minus.beta_max,
+                       beta_min=config.darts_minus.beta_min, **kw)
+
+
+# config.method -> (model, config, total search steps, darts' keywords) -> strategy;
+# every method shares DARTS' estimator, optimizers, warm-up and space settings.
+BUILDERS = {
+    "darts": lambda model, config, total_steps, **kw: darts_lib.darts(model, **kw),
+    "gdas": _gdas,
+    "snas": _snas,
+    "fairdarts": _fairdarts,
+    "drnas": _drnas,
+    "darts_minus": _darts_minus,
+}
+
+
 def build(config: ml_collections.ConfigDict, num_classes: int, steps_per_epoch: int):
-    """The supernet and the DARTS strategy a config describes."""
+    """The supernet and the strategy of `config.method` a config describes."""
     o, d = config.optim, config.darts
     model, space = supernets.build(config.model, num_classes)
     schedule = darts_lib.cosine_epoch_schedule(o.w_lr, o.w_lr_min, config.epochs,
                                                steps_per_epoch)
-    strategy = darts_lib.darts(
-        model, estimator=d.estimator, w_schedule=schedule, w_momentum=o.w_momentum,
+    strategy = BUILDERS[config.get("method", "darts")](
+        model, config, config.epochs * steps_per_epoch,
+        estimator=d.estimator, w_schedule=schedule, w_momentum=o.w_momentum,
         w_weight_decay=o.w_weight_decay, grad_clip=o.grad_clip,
         a_tx=darts_lib.arch_optimizer(o.a_lr, o.a_b1, o.a_b2, o.a_weight_decay),
         unroll_momentum=d.unroll_momentum, fd_eps=d.fd_eps,
@@ -73,10 +116,26 @@ class Hooks(loop_lib.Hooks):
     """DARTS: train and validation halves of the bilevel split, one step on both."""
 
     def __init__(self, config: ml_collections.ConfigDict):
-        self.desc = f"darts/{config.darts.estimator}"
+        self.stopper: EarlyStopper | None = None
+        self.stopped: dict[str, Any] = {}
+        self._saved_early_stop: dict[str, Any] | None = None
+        method = config.get("method", "darts")
+        self.desc = (f"{method}/{config.darts.estimator}" if method != "snas"
+                     else "snas/single_level")
 
     def check(self, config, mesh) -> None:
         check_mesh(config, mesh)
+
+    def check_resumable(self, config, meta) -> None:
+        super().check_resumable(config, meta)
+        self._saved_early_stop = meta.get("early_stop")
+
+    def meta(self) -> dict[str, Any]:
+        """What a checkpoint records besides the state: the early stop's history."""
+        if self.stopper is None:
+            return {}
+        return {"early_stop": {"criteria": self.stopper.criteria.to_json(),
+                               "stopped": dict(self.stopped)}}
 
     def build(self, config, mesh) -> loop_lib.Plan:
         data = common.load_data(config)
@@ -92,12 +151,37 @@ class Hooks(loop_lib.Hooks):
                                            seed=config.seed + 1, augment=False)
         eval_fn = common.eval_function(strategy.evaluate, mesh)
         eval_every = config.eval_every or steps_per_epoch
+        stopper = self.stopper = early_stopper(config, model, strategy, data)
+        stopped = self.stopped
 
         def evaluate(state, step: int) -> dict[str, Any]:
             out = common.evaluate(eval_fn, state, data.val, data, b, mesh=mesh)
-            return {**{f"val_{k}": v for k, v in out.items()},
-                    "arch_weights": arch_record(strategy, state),
-                    "epoch": step / steps_per_epoch}
+            record = {**{f"val_{k}": v for k, v in out.items()},
+                      "arch_weights": arch_record(strategy, state),
+                      "epoch": step / steps_per_epoch}
+            if stopper is not None:
+                record.update(stopper.check(state, record["arch_weights"]))
+                if stopper.reason is not None and step < plan.stop:
+                    # the loop reads plan.stop every step: this ends the search here,
+                    # and `step == plan.stop` makes it checkpoint this last state
+                    log.info("early stop at step %d: %s", step, stopper.reason)
+                    stopped.update(step=step, reason=stopper.reason)
+                    plan.stop = step
+            return record
+
+        def started(state, start: int) -> None:
+            # resumed: the criteria's history and any stop come from the checkpoint's
+            # meta (`meta`, read back by `check_resumable`), so a resumed run stops
+            # where an uninterrupted one does, and a stopped one stays stopped
+            saved = self._saved_early_stop
+            if stopper is None or not start or not saved:
+                return
+            stopper.criteria.load(saved["criteria"])
+            if saved.get("stopped"):
+                stopped.update(saved["stopped"])
+                log.info("early stop at step %d (restored): %s", stopped["step"],
+                         stopped["reason"])
+                plan.stop = min(plan.stop, start)
 
         def finalize(state, loop: loop_lib.LoopResult) -> dict[str, Any]:
             alphas = parallel.host(state.alphas)
@@ -105,7 +189,9 @@ class Hooks(loop_lib.Hooks):
             genotype = strategy.derive(state)
             space = spaces.space_of(genotype)
             last = loop.records[-1] if loop.records else {}
-            return {"method": "darts", "estimator": config.darts.estimator,
+            return {"method": config.get("method", "darts"),
+                    "estimator": config.darts.estimator,
+                    **({"early_stop": dict(stopped)} if stopped else {}),
                     "genotype": space.to_json(genotype),
                     "genotype_str": space.describe(genotype),
                     "arch": jax.tree.map(lambda a: np.asarray(a).tolist(), alphas),
@@ -117,23 +203,78 @@ class Hooks(loop_lib.Hooks):
             history = [r for r in wd.MetricsWriter(workdir).read()
                        if "arch_weights" in r]
             prims = list(model.primitives)
-            plots.arch_heatmap(results["arch_weights"], prims,
+
+            def by_cell(w):  # one cell type (NB201: w[6, 5]) plots as "cell"
+                return w if isinstance(w, dict) else {"cell": w}
+
+            plots.arch_heatmap(by_cell(results["arch_weights"]), prims,
                                os.path.join(workdir, "arch_weights.png"))
             plots.arch_evolution([r["step"] for r in history],
-                                 [r["arch_weights"] for r in history], prims,
+                                 [by_cell(r["arch_weights"]) for r in history], prims,
                                  os.path.join(workdir, "arch_evolution.png"))
             log.info("genotype: %s", results["genotype_str"])
             log.info("results in %s (genotype.json, metrics.jsonl, checkpoints/, "
                      "*.png)", workdir)
 
-        return loop_lib.Plan(
+        plan = loop_lib.Plan(
             init=lambda: strategy.init(jax.random.key(config.seed),
                                        jnp.zeros(shape, jnp.float32)),
             step=step_function(strategy, mesh),
             batches=lambda: (to_global(next(train_it)), to_global(next(val_it))),
             feeds={"train": train_it, "val": val_it}, stop=stop, evaluate=evaluate,
             eval_due=lambda step: step % eval_every == 0 or step == stop,
-            finalize=finalize, report=report)
+            finalize=finalize, report=report, started=started)
+        return plan
+
+
+class EarlyStopper:
+    """`jaxnas.strategies.early_stop.EarlyStop` fed from a search's evaluations: op
+    weights, the derived normal cell and, when that criterion is on, the dominant
+    eigenvalue of the alpha Hessian of the validation loss on a fixed batch (the first
+    `early_stop.eigen_batch` validation images, running BatchNorm statistics)."""
+
+    def __init__(self, settings: ml_collections.ConfigDict, model, strategy, data):
+        from jaxnas.strategies.early_stop import EarlyStop
+        self.criteria = EarlyStop(settings.max_skips, settings.stable_epochs,
+                                  settings.eigen_ratio, settings.eigen_epochs)
+        self.strategy, self.reason = strategy, None
+        self.eigen = None
+        if self.criteria.needs_eigenvalue:
+            from jaxnas import data as data_lib
+            from jaxnas.losses import cross_entropy
+            from jaxnas.study import arch_hessian_eigenvalues
+            batch = next(iter(data_lib.eval_batches(data.val, settings.eigen_batch,
+                                                    data.mean, data.std)))
+
+            def dominant(state):
+                def val_loss(params, alphas, batch):
+                    logits = model.apply(
+                        {"params": params, "batch_stats": state.batch_stats},
+                        batch["image"], strategy.arch_weights(state.replace(alphas=alphas)),
+                        train=False)
+                    return cross_entropy(logits, batch["label"])
+                return arch_hessian_eigenvalues(val_loss, state.params, state.alphas,
+                                                batch)[-1]
+
+            self.eigen = lambda state: float(jax.jit(dominant)(parallel.host(state)))
+
+    def _normal(self, state):
+        return self.strategy.derive(state.replace(alphas=parallel.host(state.alphas))).normal
+
+    def check(self, state, weights) -> dict[str, Any]:
+        """Feeds one evaluation; the record's extra fields (the eigenvalue)."""
+        ev = self.eigen(state) if self.eigen is not None else None
+        self.reason = self.criteria.update(weights, self._normal(state), ev)
+        return {} if ev is None else {"arch_hessian_max_eigenvalue": ev}
+
+
+def early_stopper(config: ml_collections.ConfigDict, model, strategy, data
+                  ) -> EarlyStopper | None:
+    """The early stop `config.early_stop` asks for, or None (no section, or all off)."""
+    s = config.get("early_stop")
+    if s is None or not (s.max_skips or s.stable_epochs or s.eigen_ratio):
+        return None
+    return EarlyStopper(s, model, strategy, data)
 
 
 def hooks(config: ml_collections.ConfigDict) -> Hooks:

@@ -207,7 +207,8 @@ def bilevel(model: nn.Module, space: Any, *, relax: Relaxation, hypergrad: Hyper
         return space.derive(jax.device_get(arch_weights(state)))
 
     # SNAS' single-level iteration replaces the two halves (which stay as parts)
-    return BilevelStrategy(init=init, step=joint_step if joint else step, derive=derive, evaluate=evaluate,
+    return BilevelStrategy(init=init, step=joint_step if joint else step, derive=derive,
+                           evaluate=evaluate,
                            arch_step=arch_step, weight_step=weight_step,
                            arch_weights=arch_weights)
 

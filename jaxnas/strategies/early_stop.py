@@ -43,6 +43,21 @@ class EarlyStop:
         self._stable = 0
         self.eigenvalues: list[float] = []
 
+    def to_json(self) -> dict[str, Any]:
+        """The history `update` reads (for a checkpoint's JSON meta)."""
+        return {"last_ranking": (None if self._last_ranking is None else
+                                 [[list(map(int, e)) for e in c]
+                                  for c in self._last_ranking]),
+                "stable": self._stable, "eigenvalues": list(self.eigenvalues)}
+
+    def load(self, saved: Mapping[str, Any]) -> None:
+        """Continues from `to_json`'s record: later updates match an uninterrupted run."""
+        last = saved["last_ranking"]
+        self._last_ranking = (None if last is None else
+                              tuple(tuple(tuple(e) for e in c) for c in last))
+        self._stable = int(saved["stable"])
+        self.eigenvalues = [float(v) for v in saved["eigenvalues"]]
+
     @property
     def needs_eigenvalue(self) -> bool:
         return self.eigen_ratio > 0
