@@ -118,7 +118,7 @@ def run(config: ml_collections.ConfigDict, architecture: Any,
             run_dir = os.path.join(workdir, name, f"seed{seed}")
             _check_stored_run(run_dir, name, described[name], run_config)
             plan.append((name, seed, arch, run_config, run_dir))
-    os.makedirs(workdir, exist_ok=True)
+    workdir = wd.prepare_workdir(workdir)
     runs: dict[str, list[dict[str, Any]]] = {}
     for done, (name, seed, arch, run_config, run_dir) in enumerate(plan, 1):
         path = os.path.join(run_dir, "result.json")

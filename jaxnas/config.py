@@ -27,10 +27,21 @@ def load_config(path: str) -> ml_collections.ConfigDict:
     if spec is None or spec.loader is None:
         raise ConfigError(f"config file {path!r} is not a Python file")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as e:
+        raise ConfigError(f"config file {path!r} has a syntax error at line {e.lineno}: "
+                          f"{e.msg}") from None
+    except Exception as e:  # noqa: BLE001 - any failure of the user's file is reported
+        raise ConfigError(f"config file {path!r} failed to load: {type(e).__name__}: "
+                          f"{e}{_user_line(e, path)}") from None
     if not hasattr(module, "get_config"):
         raise ConfigError(f"config file {path!r} defines no get_config()")
-    config = module.get_config()
+    try:
+        config = module.get_config()
+    except Exception as e:  # noqa: BLE001 - as above: name the file and line
+        raise ConfigError(f"get_config() in {path!r} failed: {type(e).__name__}: "
+                          f"{e}{_user_line(e, path)}") from None
     if not isinstance(config, ml_collections.ConfigDict):
         raise ConfigError(
             f"get_config() in {path!r} returned {type(config).__name__}, "
@@ -38,6 +49,15 @@ def load_config(path: str) -> ml_collections.ConfigDict:
         )
     config.lock()
     return config
+
+
+def _user_line(error: BaseException, path: str) -> str:
+    """" (line N)" of the deepest traceback frame in `path`, or ""."""
+    import traceback
+
+    frames = [f for f in traceback.extract_tb(error.__traceback__)
+              if os.path.abspath(f.filename) == os.path.abspath(path)]
+    return f" (line {frames[-1].lineno})" if frames else ""
 
 
 def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:

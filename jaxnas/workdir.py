@@ -124,5 +124,12 @@ def _format_metrics(metrics: Mapping[str, Any], keys: Iterable[str] | None = Non
 def prepare_workdir(workdir: str) -> str:
     """Creates `workdir` (and parents) and returns its absolute path."""
     path = os.path.abspath(os.path.expanduser(workdir))
-    os.makedirs(path, exist_ok=True)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"--workdir {workdir} is a file, not a directory: give a "
+                         "directory (it is created if missing)")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as e:
+        raise ValueError(f"--workdir {workdir} cannot be created: {e.strerror} "
+                         f"({e.filename})") from None
     return path
