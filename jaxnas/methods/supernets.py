@@ -24,6 +24,13 @@ MODEL_RULES: dict[str, dict[str, C.Rule]] = {
         "model.mixed_op": C.choice_from("jaxnas.supernet.darts", "MIXED_OPS"),
         "model.impl": C.choice_from("jaxnas.supernet.kernels", "IMPLS"),
     },
+    # NAS-Bench-201 (jaxnas.supernet.nb201): C initial channels, N cells per stage
+    "nb201": {
+        "model.channels": C.positive(int),
+        "model.layers": C.positive(int),
+        "model.mixed_op": C.choice_from("jaxnas.supernet.nb201", "MIXED_OPS"),
+        "model.affine": C.Rule(lambda v: isinstance(v, bool), "True or False"),
+    },
 }
 
 

@@ -24,4 +24,10 @@ def build(model_config: ml_collections.ConfigDict, num_classes: int) -> tuple[An
         space = DartsSpace(primitives=tuple(model.primitives), steps=model.steps,
                            multiplier=model.multiplier)
         return model, space
+    if name == "nb201":
+        from jaxnas.spaces.nb201 import NB201Space
+        from jaxnas.supernet.nb201 import NB201Supernet
+        model = NB201Supernet(C=m.channels, N=m.layers, num_classes=num_classes,
+                              mixed_op=m.mixed_op, affine=m.affine)
+        return model, NB201Space(num_classes=num_classes)
     raise AssertionError(f"no builder for space {name!r}")  # space_name checked it

@@ -198,6 +198,8 @@ class NB201Space:
     name = "nb201"
     ops = OPS
 
+    num_layers = NUM_EDGES  # a path is one op index per edge (one-shot sampling)
+
     @property
     def num_choices(self) -> tuple[int, ...]:
         """Per-edge choice counts (6 x 5), for evolution and random search."""
