@@ -2,7 +2,8 @@
 
 The controller is a factorised categorical policy: one logit vector per decision
 (layer), ``p(a) = prod_l softmax(logits_l)[a_l]``; layers with fewer choices than the
-widest mask their extra logits out.  A step samples ``B`` architectures (`ask`),
+widest mask their extra logits out.  ``controller="lstm"`` uses the autoregressive
+LSTM controller of NAS/ENAS instead (`LSTMController`).  A step samples ``B`` architectures (`ask`),
 evaluates them in one ``fitness_fn`` call and updates the logits (`tell`) by Adam
 (optax) on the ascent direction
 
@@ -22,6 +23,7 @@ convention as `regularized_evolution`, and returns the same fields (``best_arch`
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, Callable, NamedTuple, Optional, Sequence
 
@@ -36,6 +38,7 @@ from jaxnas.types import Array
 
 FitnessFn = Callable[[Array], Array]  # int32[N, L] -> float32[N]
 MASKED = -1e30  # the logit of a choice a layer does not have
+CONTROLLERS = ("factorised", "lstm")
 
 
 def choice_mask(num_choices: Sequence[int]) -> np.ndarray:
@@ -90,10 +93,104 @@ def policy_gradient(logits: Array, num_choices: Sequence[int], archs: Array,
     return jnp.where(jnp.asarray(choice_mask(num_choices)), grad, 0.0)
 
 
+@dataclasses.dataclass(frozen=True)
+class LSTMController:
+    """The autoregressive controller of NAS/ENAS (Zoph & Le 2017; Pham et al. 2018):
+    an LSTM whose input at decision ``l`` is the embedding of decision ``l - 1``'s
+    choice (a start token first), with one softmax head per decision (masked to the
+    layer's choices): ``p(a) = prod_l p(a_l | a_<l)``.
+
+    Its entropy (the bonus) is the mean over the given architectures of the summed
+    per-decision entropies along their prefixes, as in ENAS (the exact entropy of a
+    sequence model has no closed form)."""
+
+    num_choices: tuple[int, ...]
+    hidden: int = 32
+
+    def init(self, key: Array) -> dict:
+        h, k, l = self.hidden, max(self.num_choices), len(self.num_choices)
+        ks = jax.random.split(key, 3)
+        u = lambda k_, shape, fan: jax.random.uniform(  # noqa: E731
+            k_, shape, minval=-1.0, maxval=1.0) / np.sqrt(fan)
+        return {"embed": u(ks[0], (k + 1, h), 1.0) * 0.1,
+                "w": u(ks[1], (2 * h, 4 * h), 2 * h), "b": jnp.zeros(4 * h),
+                # zero heads: the controller starts exactly uniform
+                "head_w": jnp.zeros((l, h, k)), "head_b": jnp.zeros((l, k))}
+
+    def _cell(self, p: dict, h: Array, c: Array, token: Array):
+        z = jnp.concatenate([p["embed"][token], h], -1) @ p["w"] + p["b"]
+        i, f, g, o = jnp.split(z, 4, axis=-1)
+        c = jax.nn.sigmoid(f + 1.0) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+        h = jax.nn.sigmoid(o) * jnp.tanh(c)
+        return h, c
+
+    def _step_logp(self, p: dict, h: Array, layer: int) -> Array:
+        mask = jnp.asarray(choice_mask(self.num_choices))[layer]
+        logits = h @ p["head_w"][layer] + p["head_b"][layer]
+        return jax.nn.log_softmax(jnp.where(mask, logits, MASKED), axis=-1)
+
+    def _unroll(self, p: dict, archs: Array):
+        """Per-decision log-probabilities float[N, L, K] with teacher forcing."""
+        n = archs.shape[0]
+        h = c = jnp.zeros((n, self.hidden), p["w"].dtype)
+        token = jnp.full((n,), max(self.num_choices), jnp.int32)  # start token
+        out = []
+        for l in range(len(self.num_choices)):  # L is small: unrolled
+            h, c = self._cell(p, h, c, token)
+            out.append(self._step_logp(p, h, l))
+            token = archs[:, l].astype(jnp.int32)
+        return jnp.stack(out, axis=1)
+
+    def log_prob(self, p: dict, archs: Array) -> Array:
+        logp = self._unroll(p, archs)
+        return jnp.take_along_axis(logp, archs[:, :, None].astype(jnp.int32),
+                                   axis=2)[..., 0].sum(axis=1)
+
+    def entropy(self, p: dict, archs: Array) -> Array:
+        logp = self._unroll(p, archs)
+        q = jnp.exp(logp)
+        return -jnp.mean(jnp.sum(jnp.where(q > 0, q * logp, 0.0), axis=(1, 2)))
+
+    def sample(self, key: Array, p: dict, n: int) -> Array:
+        h = c = jnp.zeros((n, self.hidden), p["w"].dtype)
+        token = jnp.full((n,), max(self.num_choices), jnp.int32)
+        keys = jax.random.split(key, len(self.num_choices))
+        out = []
+        for l in range(len(self.num_choices)):
+            h, c = self._cell(p, h, c, token)
+            token = jax.random.categorical(keys[l], self._step_logp(p, h, l),
+                                           axis=-1).astype(jnp.int32)
+            out.append(token)
+        return jnp.stack(out, axis=1)
+
+    def greedy_probabilities(self, p: dict) -> Array:
+        """float[L, K]: each decision's distribution along the most likely prefix."""
+        h = c = jnp.zeros((1, self.hidden), p["w"].dtype)
+        token = jnp.full((1,), max(self.num_choices), jnp.int32)
+        out = []
+        for l in range(len(self.num_choices)):
+            h, c = self._cell(p, h, c, token)
+            logp = self._step_logp(p, h, l)
+            out.append(jnp.exp(logp[0]))
+            token = jnp.argmax(logp, axis=-1).astype(jnp.int32)
+        return jnp.stack(out)
+
+    def policy_gradient(self, p: dict, archs: Array, advantages: Array,
+                        weights: Array, entropy_weight: float = 0.0) -> dict:
+        """Ascent direction, as `policy_gradient` for the factorised policy."""
+        def objective(q):
+            return (jnp.sum(jax.lax.stop_gradient(weights * advantages)
+                            * self.log_prob(q, archs))
+                    + entropy_weight * self.entropy(q, archs))
+
+        return jax.grad(objective)(p)
+
+
 class ReinforceState(struct.PyTreeNode):
     """Controller logits, optimizer state, baseline and best-so-far."""
 
-    logits: Array          # float32[L, K]
+    logits: Any            # policy parameters: float32[L, K] logits of the
+    #                        factorised policy, or the LSTMController's dict
     opt_state: Any
     baseline: Array        # float32[]: moving average of the batch-mean reward
     has_baseline: Array    # bool[]: False until the first finite batch
@@ -107,18 +204,25 @@ class ReinforceState(struct.PyTreeNode):
     entropy_weight: float = struct.field(pytree_node=False)
     baseline_decay: float = struct.field(pytree_node=False)
     optimizer: Any = struct.field(pytree_node=False)
+    controller: Optional[LSTMController] = struct.field(pytree_node=False,
+                                                        default=None)
 
     def probabilities(self) -> Array:
-        """float32[L, K]: the policy (0 outside each layer's choices)."""
+        """float32[L, K]: the factorised policy (0 outside each layer's choices), or
+        the LSTM's per-decision distributions along its most likely prefix."""
+        if self.controller is not None:
+            return self.controller.greedy_probabilities(self.logits)
         return jnp.exp(log_policy(self.logits, self.num_choices))
 
 
 def init(key: Array, num_choices: Sequence[int], *, batch_size: int,
          learning_rate: float = 0.05, entropy_weight: float = 1e-3,
          baseline_decay: float = 0.9, optimizer: Optional[Any] = None,
-         init_scale: float = 0.0) -> ReinforceState:
-    """A uniform policy (logits ``init_scale * N(0, 1)``, 0: exactly uniform) and Adam
-    at ``learning_rate`` unless ``optimizer`` (an optax transformation) is given."""
+         init_scale: float = 0.0,
+         controller: Optional[LSTMController] = None) -> ReinforceState:
+    """A uniform policy (logits ``init_scale * N(0, 1)``, 0: exactly uniform; or the
+    ``controller``'s initial LSTM, also uniform) and Adam at ``learning_rate`` unless
+    ``optimizer`` (an optax transformation) is given."""
     counts = _as_num_choices(num_choices)
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -127,20 +231,29 @@ def init(key: Array, num_choices: Sequence[int], *, batch_size: int,
     if entropy_weight < 0:
         raise ValueError(f"entropy_weight must be >= 0, got {entropy_weight}")
     tx = optax.adam(learning_rate) if optimizer is None else optimizer
-    logits = init_scale * jax.random.normal(key, (len(counts), max(counts)))
+    if controller is not None:
+        if tuple(controller.num_choices) != counts:
+            raise ValueError(f"the controller has num_choices "
+                             f"{controller.num_choices}, expected {counts}")
+        logits = controller.init(key)
+    else:
+        logits = init_scale * jax.random.normal(key, (len(counts), max(counts)))
+    dtype = jax.tree.leaves(logits)[0].dtype
     return ReinforceState(
         logits=logits, opt_state=tx.init(logits),
-        baseline=jnp.zeros((), logits.dtype),  # rewards are handled in this dtype
+        baseline=jnp.zeros((), dtype),  # rewards are handled in this dtype
         has_baseline=jnp.array(False), step=jnp.int32(0), num_evals=jnp.int32(0),
         best_arch=jnp.zeros(len(counts), jnp.int32),
         best_fitness=jnp.float32(-jnp.inf), best_index=jnp.int32(-1),
         num_choices=counts, batch_size=int(batch_size),
         entropy_weight=float(entropy_weight), baseline_decay=float(baseline_decay),
-        optimizer=tx)
+        optimizer=tx, controller=controller)
 
 
 def ask(key: Array, state: ReinforceState) -> tuple[Array, ReinforceState]:
     """``batch_size`` architectures int32[B, L] sampled from the policy."""
+    if state.controller is not None:
+        return state.controller.sample(key, state.logits, state.batch_size), state
     return sample(key, state.logits, state.num_choices, state.batch_size), state
 
 
@@ -153,9 +266,14 @@ def tell(state: ReinforceState, archs: Array, fitness: Array) -> ReinforceState:
     baseline = jnp.where(state.has_baseline, state.baseline, batch_mean)
     adv = jnp.where(finite, r - baseline, 0.0)
     weights = finite.astype(r.dtype) / jnp.maximum(count, 1)
-    grad = policy_gradient(state.logits, state.num_choices, archs, adv, weights,
-                           state.entropy_weight)
-    updates, opt_state = state.optimizer.update(-grad, state.opt_state, state.logits)
+    if state.controller is not None:
+        grad = state.controller.policy_gradient(state.logits, archs, adv, weights,
+                                                state.entropy_weight)
+    else:
+        grad = policy_gradient(state.logits, state.num_choices, archs, adv, weights,
+                               state.entropy_weight)
+    updates, opt_state = state.optimizer.update(jax.tree.map(jnp.negative, grad),
+                                                state.opt_state, state.logits)
     logits = optax.apply_updates(state.logits, updates)
     d = state.baseline_decay
     new_baseline = jnp.where(state.has_baseline, d * state.baseline + (1 - d)
@@ -190,13 +308,13 @@ class ReinforceResult(NamedTuple):
 
 @functools.partial(jax.jit, static_argnames=(
     "fitness_fn", "num_choices", "batch_size", "num_steps", "learning_rate",
-    "entropy_weight", "baseline_decay"))
+    "entropy_weight", "baseline_decay", "controller"))
 def _reinforce(key, fitness_fn, num_choices, batch_size, num_steps, learning_rate,
-               entropy_weight, baseline_decay) -> ReinforceResult:
+               entropy_weight, baseline_decay, controller) -> ReinforceResult:
     k_init, k_loop = jax.random.split(key)
     state = init(k_init, num_choices, batch_size=batch_size,
                  learning_rate=learning_rate, entropy_weight=entropy_weight,
-                 baseline_decay=baseline_decay)
+                 baseline_decay=baseline_decay, controller=controller)
 
     def one(state, k):
         probs = state.probabilities()
@@ -218,8 +336,9 @@ def _reinforce(key, fitness_fn, num_choices, batch_size, num_steps, learning_rat
 
 def reinforce(fitness_fn: FitnessFn, num_choices: Sequence[int], *, batch_size: int,
               num_steps: int, key: Array, learning_rate: float = 0.05,
-              entropy_weight: float = 1e-3,
-              baseline_decay: float = 0.9) -> ReinforceResult:
+              entropy_weight: float = 1e-3, baseline_decay: float = 0.9,
+              controller: str = "factorised",
+              lstm_hidden: int = 32) -> ReinforceResult:
     """REINFORCE with a factorised categorical controller, jitted end to end.
 
     Args:
@@ -233,6 +352,8 @@ def reinforce(fitness_fn: FitnessFn, num_choices: Sequence[int], *, batch_size: 
       learning_rate: Adam's step size on the logits.
       entropy_weight: weight of the policy's entropy in the ascent objective.
       baseline_decay: decay of the reward moving average.
+      controller: "factorised" (one logit vector per layer) or "lstm" (the
+        autoregressive NAS/ENAS controller, `LSTMController`, ``lstm_hidden`` units).
 
     Returns:
       `ReinforceResult` (``best_arch``, ``best_fitness``, ``history`` as evolution's,
@@ -248,6 +369,13 @@ def reinforce(fitness_fn: FitnessFn, num_choices: Sequence[int], *, batch_size: 
     if entropy_weight < 0 or learning_rate <= 0:
         raise ValueError(f"need entropy_weight >= 0 and learning_rate > 0, got "
                          f"{entropy_weight} and {learning_rate}")
+    if controller not in CONTROLLERS:
+        raise ValueError(f"controller={controller!r}: expected one of "
+                         f"{', '.join(CONTROLLERS)}")
+    if controller == "lstm" and int(lstm_hidden) < 1:
+        raise ValueError(f"lstm_hidden must be >= 1, got {lstm_hidden}")
+    ctrl = (LSTMController(counts, int(lstm_hidden)) if controller == "lstm"
+            else None)
     return _reinforce(key, fitness_fn, counts, int(batch_size), int(num_steps),
                       float(learning_rate), float(entropy_weight),
-                      float(baseline_decay))
+                      float(baseline_decay), ctrl)
