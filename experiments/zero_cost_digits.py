@@ -13,8 +13,15 @@ about 0.95) so that the study fits a shared 2-core CPU: all 24 networks are trai
 side by side by one vmapped step (jaxnas.runners.zero_cost). The results
 (DIR/zero_cost.json) hold every path's scores, parameter count and test accuracy on
 the 297 test digits, and the Kendall tau of each proxy and of the parameter count
-(the baseline a proxy must beat) with that accuracy. A measured run is in
-experiments/results/zero_cost_digits.json.
+(the baseline a proxy must beat) with that accuracy.
+
+Measured, seed 0, on 2 CPU cores shared with four other jobs (load about 8): 16 minutes
+in all (366 s to the end of the first step: proxy scoring and the vmapped step
+compiled; then 4.1 s a step for the 24 paths together). Test accuracies 0.919-0.970
+(mean 0.946). Kendall tau with test accuracy: synflow -0.24, snip +0.11, grad_norm
++0.14, NASWOT +0.14, jacov +0.15, parameter count -0.05; none is significant (every
+p > 0.1): at 5 epochs on 297 test digits (one image = 0.0034) the accuracy ranking is
+itself noisy. Results: experiments/results/zero_cost_digits.json.
 """
 
 import ml_collections
