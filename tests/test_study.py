@@ -21,7 +21,7 @@ N_W, N_A = 5, 3
 # Jitted once per loss (static), so each test compiles one program instead of
 # dispatching op by op; it also checks that the study functions trace under jit.
 UNROLLED = jax.jit(study.unrolled, static_argnums=(0, 1),
-                   static_argnames=("steps", "per_step_batches"))
+                   static_argnames=("steps", "per_step_batches", "method"))
 IMPLICIT_REFERENCE = jax.jit(study.implicit_reference, static_argnums=(0, 1),
                              static_argnames=("tol", "max_iters", "solver",
                                               "return_info"))
@@ -121,11 +121,12 @@ def _unrolled_closed_form(p, lr, steps, batches=None):
 TOL = dict(rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("method", ["autodiff", "adjoint"])
 @pytest.mark.parametrize("steps", [0, 1, 4])
-def test_unrolled_closed_form(steps):
+def test_unrolled_closed_form(steps, method):
     p, train, val, w, a = _setup()
     lr = 0.3
-    out = UNROLLED(train, val, w, a, p["tb"], p["vb"], lr=lr, steps=steps)
+    out = UNROLLED(train, val, w, a, p["tb"], p["vb"], lr=lr, steps=steps, method=method)
     assert jax.tree.structure(out) == jax.tree.structure(a)
     expected, direct = _unrolled_closed_form(p, lr, steps)
     np.testing.assert_allclose(_flat(out), expected, **TOL)
@@ -142,16 +143,19 @@ def test_unrolled_closed_form(steps):
         np.testing.assert_allclose(_flat(out), _flat(exact), **TOL)
 
 
-def test_unrolled_per_step_batches():
+@pytest.mark.parametrize("method", ["autodiff", "adjoint"])
+def test_unrolled_per_step_batches(method):
     p, train, val, w, a = _setup()
     batches = {"A": jnp.asarray(np.stack([p["A"]] * 3)),
                "B": jnp.asarray(np.stack([p["B"]] * 3)), "b": jnp.asarray(p["b"][:3])}
     out = UNROLLED(train, val, w, a, batches, p["vb"], lr=0.2, steps=3,
-                   per_step_batches=True)
+                   per_step_batches=True, method=method)
     expected, _ = _unrolled_closed_form(p, 0.2, 3, batches=p["b"][:3])
     np.testing.assert_allclose(_flat(out), expected, **TOL)
     with pytest.raises(ValueError, match="steps"):
-        UNROLLED(train, val, w, a, p["tb"], p["vb"], lr=0.2, steps=-1)
+        UNROLLED(train, val, w, a, p["tb"], p["vb"], lr=0.2, steps=-1, method=method)
+    with pytest.raises(ValueError, match="method='backprop'"):
+        UNROLLED(train, val, w, a, p["tb"], p["vb"], lr=0.2, steps=1, method="backprop")
 
 
 def _implicit_closed_form(p, x):
@@ -477,6 +481,10 @@ def test_mlp_unrolled_against_darts_and_finite_differences():
         fd[idx] = (objective(a_np + e) - objective(a_np - e)) / (2 * h)
     np.testing.assert_allclose(three, fd, rtol=1e-7, atol=1e-9)
     assert not np.allclose(three, np.asarray(one), atol=1e-4)  # 3 steps do differ
+    # the adjoint recursion (forward-over-reverse products) is the same derivative
+    adjoint = np.asarray(UNROLLED(loss, loss, w, a, tb, vb, lr=lr, steps=3,
+                                  method="adjoint"))
+    np.testing.assert_allclose(adjoint, three, rtol=1e-10, atol=1e-12)
 
 
 def test_mlp_arch_hessian_and_implicit_reference():
