@@ -9,6 +9,7 @@ import pytest
 
 from jaxnas import config as C
 from jaxnas import methods, search
+from jaxnas.methods import oneshot
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DARTS = os.path.join(ROOT, "experiments/darts_digits.py")
@@ -37,7 +38,7 @@ def test_chain_rules_accept_exactly_what_the_supernet_accepts():
     from jaxnas.supernet import chain
 
     for method in ("spos", "fairnas"):
-        rules = methods.get(method).rules
+        rules = {**methods.get(method).rules, **oneshot.MODEL_RULES["chain"]}
         assert [v for v in chain.IMPLS if rules["model.impl"].check(v)] == list(
             chain.IMPLS)
         assert [v for v in chain.DISPATCHES if rules["model.dispatch"].check(v)] == list(

@@ -148,3 +148,42 @@ def test_nb201_is_a_bilevel_space_by_config():
                        ("affine", 1)]:
         with pytest.raises(ConfigError, match=f"model.{key}"):
             supernet_rules.check_model(_model_config(**{key: value}))
+
+
+SPOS_CONFIG = "experiments/nb201_spos_digits.py"
+
+
+def _spos_config(**overrides) -> ml_collections.ConfigDict:
+    from jaxnas import config as config_lib
+
+    config = config_lib.load_config(SPOS_CONFIG)
+    config_lib.apply_overrides(config, [f"{k}={v}" for k, v in overrides.items()])
+    return config
+
+
+def test_spos_configs_take_the_nb201_model_rules():
+    from jaxnas import search
+
+    search.validate_config(_spos_config())
+    for key, value, match in [("model.mixed_op", "gather", "model.mixed_op='gather'"),
+                              ("model.layers", 0, "model.layers=0"),
+                              ("evolution.max_params", 1000, "max_params=1000"),
+                              ("model.space", "nope", "model.space='nope'")]:
+        with pytest.raises(ConfigError, match=match):
+            search.validate_config(_spos_config(**{key: value}))
+
+
+@pytest.mark.slow
+def test_spos_on_nb201_runs_end_to_end(tmp_path, digits_data_dir):
+    from jaxnas import search
+
+    config = _spos_config(**{"data.data_dir": digits_data_dir, "num_steps": 3,
+                             "model.channels": 4, "oneshot.eval_paths": 0,
+                             "evolution.population_size": 4, "evolution.num_cycles": 4,
+                             "evolution.batch_size": 2, "evolution.sample_size": 2})
+    results = search.run(config, str(tmp_path))
+    arch = nb201.from_str(results["genotype_str"])
+    assert list(arch.ops) == results["path"] and results["genotype"]["type"] == "nb201"
+    assert results["params"] == nb201.count_params(arch, 4, 1, 10, in_channels=1)
+    assert 0.0 <= results["fitness"] <= 1.0
+    assert np.asarray(results["training_counts"]).sum() == 3 * 6  # 6 edges a step

@@ -50,8 +50,12 @@ def evolution_settings(config: ml_collections.ConfigDict
 
 def build_space(config: ml_collections.ConfigDict, in_channels: int
                 ) -> space_lib.ChainSpace:
-    """The chain space a config describes; ConfigError naming the keys if invalid."""
+    """The space a config describes (`model.space`: the chain by default, or "nb201");
+    ConfigError naming the keys if invalid."""
     m = config.model
+    if m.get("space", "chain") == "nb201":
+        from jaxnas.spaces.nb201 import NB201Space
+        return NB201Space()
     try:
         return space_lib.ChainSpace(
             stem_channels=m.stem_channels, widths=tuple(m.widths),
@@ -73,14 +77,38 @@ def build(config: ml_collections.ConfigDict, num_classes: int, in_channels: int,
                                      f"expected one of {', '.join(METHODS)}")
     space = build_space(config, in_channels)
     m, o = config.model, config.optim
-    model = ChainSupernet(space, num_classes, dispatch=m.dispatch, impl=m.impl,
-                          bn_momentum=m.bn_momentum)
+    if getattr(space, "name", None) == "nb201":  # a path: one op index per edge
+        from jaxnas.supernet.nb201 import NB201Supernet
+        model = NB201Supernet(C=m.channels, N=m.layers, num_classes=num_classes,
+                              mixed_op=m.mixed_op, affine=m.affine,
+                              bn_momentum=m.bn_momentum)
+        space = model.space
+    else:
+        model = ChainSupernet(space, num_classes, dispatch=m.dispatch, impl=m.impl,
+                              bn_momentum=m.bn_momentum)
     factory = oneshot_lib.fairnas if config.method == "fairnas" else oneshot_lib.spos
     strategy = factory(model, learning_rate=cosine_schedule(o.lr, o.lr_min,
                                                             total_steps),
                        momentum=o.momentum, weight_decay=o.weight_decay,
                        grad_clip=o.grad_clip, evolution=evolution_settings(config))
     return space, model, strategy
+
+
+def describe_path(space, path: list[int], config: ml_collections.ConfigDict,
+                  num_classes: int, in_channels: int) -> dict[str, Any]:
+    """The genotype JSON, op names and parameter count of a path of `space`."""
+    if getattr(space, "name", None) == "nb201":
+        from jaxnas.spaces.nb201 import NB201Genotype
+        arch = space.validate(NB201Genotype(tuple(path)))
+        return {"genotype": space.to_json(arch), "path_names": list(arch.names),
+                "genotype_str": space.describe(arch),
+                "params": space.num_params(arch, channels=config.model.channels,
+                                           layers=config.model.layers,
+                                           num_classes=num_classes,
+                                           in_channels=in_channels)}
+    return {"genotype": space_lib.genotype_to_json(space, path, num_classes),
+            "path_names": space_lib.path_names(path),
+            "params": space_lib.count_params(space, path, num_classes)}
 
 
 def stack_eval(split, batch_size: int, mean, std, rows: tuple[int, int] = (0, 1)
@@ -337,11 +365,10 @@ class Hooks(loop_lib.Hooks):
             initial = initial[np.isfinite(initial)]
             return {
                 "method": config.method,
-                "genotype": space_lib.genotype_to_json(space, path, data.num_classes),
                 "path": path,
-                "path_names": space_lib.path_names(path),
+                **describe_path(space, path, config, data.num_classes,
+                                data.image_shape[-1]),
                 "fitness": float(result.best_fitness),
-                "params": space_lib.count_params(space, path, data.num_classes),
                 "supernet_test_accuracy": test_acc,
                 "random_fitness_mean": (float(initial.mean()) if initial.size
                                         else None),
