@@ -3,7 +3,6 @@ population scores against each path's discrete network."""
 
 from __future__ import annotations
 
-import itertools
 
 import jax
 import jax.numpy as jnp
