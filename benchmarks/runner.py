@@ -6,6 +6,7 @@
   python -m benchmarks --suite all                         # the three above
   python -m benchmarks --suite formulations                # scan / fused / loop mixed op
   python -m benchmarks --suite kernels                     # depthwise/pool kernels alone
+  python -m benchmarks --suite family                      # GDAS, SNAS, ... beside DARTS
   python -m benchmarks --suite darts --channels 4 --layers 2 --image 8 --batch 2 \\
       --repeats 1 --estimators first_order,darts_exact     # a smoke-sized run
 
@@ -26,7 +27,7 @@ import sys
 import time
 from typing import Any
 
-SUITES = ("darts", "oneshot", "evolution", "all", "formulations", "kernels")
+SUITES = ("darts", "oneshot", "evolution", "all", "formulations", "kernels", "family")
 ALL = ("darts", "oneshot", "evolution")
 DEFAULT_ESTIMATORS = "first_order,darts_fd,darts_exact,amended,implicit_cg"
 RESULT = "RESULT "
@@ -141,6 +142,10 @@ def record_names(args: argparse.Namespace) -> list[str]:
             names.append("darts/weight_step")
             for e in args.estimator_list:
                 names += [f"darts/arch_step/{e}", f"darts/iteration/{e}"]
+        elif suite == "family":  # benchmarks/family.py: beside first-order DARTS
+            from benchmarks.family import METHODS
+
+            names += ["darts/iteration/first_order"] + [f"{m}/iteration" for m in METHODS]
         elif suite == "oneshot":
             names += ["oneshot/spos_step", "oneshot/fairnas_step"]
         elif suite == "evolution":
@@ -171,6 +176,8 @@ def suite_module(name: str):
         from benchmarks import supernet as suite
     elif name.startswith("kernels/"):
         from benchmarks import kernels as suite
+    elif name.endswith("/iteration"):
+        from benchmarks import family as suite
     else:
         raise ValueError(f"unknown record {name!r}")
     return suite

@@ -1,0 +1,77 @@
+"""The gradient-based family's iterations beside first-order DARTS.
+
+Records (names are a contract):
+  <method>/iteration   `strategies.<method>.<method>(model, ...).step`, first-order
+                       estimator, for method in METHODS (gdas, snas, fairdarts, drnas,
+                       darts_minus)
+
+The suite `family` measures `darts/iteration/first_order` first, then each of these on the
+same supernet and settings (benchmarks/darts.py SETTINGS; the family's own values are
+those of experiments/<method>_digits.py), so the figures compare side by side. SNAS' step
+is single-level: one forward and backward on the training batch, no validation pass.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+
+from benchmarks import common
+from benchmarks import darts as darts_bench
+from jaxnas.strategies import darts as darts_lib
+
+METHODS = ("gdas", "snas", "fairdarts", "drnas", "darts_minus")
+
+
+def strategy(method: str, model: Any, s: dict = darts_bench.SETTINGS):
+    """The method's strategy with the search configs' settings and first-order DARTS'."""
+    total = s["epochs"] * s["steps_per_epoch"]
+    kw = dict(estimator="first_order",
+              w_schedule=darts_lib.cosine_epoch_schedule(s["w_lr"], s["w_lr_min"],
+                                                         s["epochs"], s["steps_per_epoch"]),
+              w_momentum=s["w_momentum"], w_weight_decay=s["w_weight_decay"],
+              grad_clip=s["grad_clip"],
+              a_tx=darts_lib.arch_optimizer(s["a_lr"], s["a_b1"], s["a_b2"],
+                                            s["a_weight_decay"]))
+    if method == "gdas":
+        from jaxnas.strategies.gdas import gdas
+        return gdas(model, total_steps=total, tau_max=10.0, tau_min=0.1, **kw)
+    if method == "snas":
+        from jaxnas.strategies.snas import snas
+        return snas(model, total_steps=total, tau_max=1.0, tau_min=0.03, **kw)
+    if method == "fairdarts":
+        from jaxnas.strategies.fairdarts import fairdarts
+        return fairdarts(model, zero_one_weight=10.0, **kw)
+    if method == "drnas":
+        from jaxnas.strategies.drnas import drnas
+        return drnas(model, kl_weight=1e-3, anchor=1.0, **kw)
+    if method == "darts_minus":
+        from jaxnas.strategies.darts_minus import darts_minus
+        return darts_minus(model, total_steps=total, beta_max=1.0, beta_min=0.0, **kw)
+    raise ValueError(f"unknown family record method {method!r}: expected one of {METHODS}")
+
+
+def case(name: str, args: Any) -> common.Case:
+    """The function and placed arguments of record `name` (`<method>/iteration`)."""
+    method, _, kind = name.partition("/")
+    if kind != "iteration":
+        raise ValueError(f"unknown family record {name!r}: expected <method>/iteration")
+    placement = common.Placement(args.devices)
+    model = darts_bench.build_model(args)
+    strat = strategy(method, model)
+    image = args.image or 32
+    train = common.synthetic_batch(0, args.batch, image, 3, args.num_classes)
+    val = common.synthetic_batch(1, args.batch, image, 3, args.num_classes)
+    state = jax.jit(strat.init)(jax.random.key(0), train["image"])
+    n_params = common.param_count(state.params)
+    state = placement.replicated(state)
+    train, val = placement.batch(train), placement.batch(val)
+    config = dict(method=method, estimator="first_order", channels=args.channels,
+                  layers=args.layers, nodes=args.nodes, batch=args.batch,
+                  image=[image, image, 3], num_classes=args.num_classes,
+                  mixed_op=args.mixed_op, impl=args.impl, params=n_params,
+                  devices=args.devices, repeats=args.repeats, warmup=args.warmup,
+                  settings=darts_bench.SETTINGS)
+    return common.Case(strat.step, (state, train, val), args.batch, placement.devices,
+                       config, lambda r: {"images_per_s": r["items_per_s"]}, "first")
