@@ -17,8 +17,8 @@ from jaxnas.methods import supernets as supernet_rules
 from jaxnas.networks.nb201 import TinyNetwork
 from jaxnas.runners import supernets
 from jaxnas.spaces import nb201
-from jaxnas.supernet.nb201 import (NB201Supernet, SearchCell, extract_network_variables,
-                                   uniform_arch)
+from jaxnas.supernet.nb201 import (NB201Supernet, SearchCell, as_weights,
+                                   extract_network_variables, uniform_arch)
 
 X = jax.random.normal(jax.random.key(0), (4, 8, 8, 3))
 # each has every op, `none` included; the fast test checks the first
@@ -28,7 +28,7 @@ ARCHS = [(1, 4, 0, 2, 3, 3), (0, 1, 2, 3, 4, 2)]
 @functools.lru_cache(maxsize=None)
 def _supernet(mixed_op: str, affine: bool, N: int = 1):
     model = NB201Supernet(C=4, N=N, num_classes=10, mixed_op=mixed_op, affine=affine)
-    variables = model.init(jax.random.key(1), X, uniform_arch())
+    variables = jax.jit(model.init)(jax.random.key(1), X, uniform_arch())
     # one compile per formulation serves every arch (the arch is an input)
     train = jax.jit(lambda v, a: model.apply(v, X, a, train=True,
                                              mutable=["batch_stats"]))
@@ -50,26 +50,32 @@ def test_a_one_hot_path_is_the_discrete_network_of_its_arch(mixed_op, affine, N)
         arch = nb201.NB201Genotype(ops)
         net = TinyNetwork(C=4, N=N, genotype=arch, num_classes=10)
         mapped = extract_network_variables(model, variables, arch)
-        reference = net.init(jax.random.key(2), X)
-        assert (jax.tree.map(jnp.shape, mapped["params"])
-                == jax.tree.map(jnp.shape, reference["params"]))
+        reference = jax.eval_shape(net.init, jax.random.key(2), X)
+        assert (jax.tree.map(lambda a: a.shape, mapped["params"])
+                == jax.tree.map(lambda a: a.shape, reference["params"]))
         # the path's parameters are the network's: the space's closed-form count
         assert (sum(p.size for p in jax.tree.leaves(mapped["params"]))
                 == nb201.count_params(arch, 4, N, 10))
-        path = jnp.asarray(ops, jnp.int32)
-        logits, stats = train(variables, path)
-        ref_logits, ref_stats = net.apply(mapped, X, True, mutable=["batch_stats"])
+        # float one-hot weights only: one compile of each mode serves every arch
+        one_hot = jax.nn.one_hot(jnp.asarray(ops), 5)
+        logits, stats = train(variables, one_hot)
+        ref_logits, ref_stats = jax.jit(functools.partial(
+            net.apply, train=True, mutable=["batch_stats"]))(mapped, X)
         np.testing.assert_allclose(logits, ref_logits, atol=2e-5)
         # the running statistics the path updates are the network's
         updated = extract_network_variables(model, {"batch_stats": stats["batch_stats"]},
                                             arch)["batch_stats"]
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5),
                      updated, ref_stats["batch_stats"])
-        # one-hot weights and the int path are the same input
-        one_hot = jax.nn.one_hot(path, 5)
-        np.testing.assert_allclose(train(variables, one_hot)[0], logits, atol=1e-6)
-        np.testing.assert_allclose(evaluate(variables, path), net.apply(mapped, X, False),
-                                   atol=2e-5)
+        np.testing.assert_allclose(evaluate(variables, one_hot),
+                                   jax.jit(net.apply)(mapped, X), atol=2e-5)
+
+
+def test_an_int_path_is_its_one_hot_weights():
+    path = jnp.asarray([1, 4, 0, 2, 3, 3], jnp.int32)
+    np.testing.assert_array_equal(as_weights(path), np.eye(5)[np.asarray(path)])
+    w = jax.nn.softmax(jax.random.normal(jax.random.key(3), (6, 5)))
+    np.testing.assert_array_equal(as_weights(w), w)
 
 
 @pytest.mark.slow
