@@ -109,7 +109,8 @@ class Checkpointer:
     and the digest; orbax writes the files in the background).
     """
 
-    def __init__(self, workdir: str, *, max_to_keep: int = 3, enabled: bool = True):
+    def __init__(self, workdir: str, *, max_to_keep: int | None = 3,
+                 enabled: bool = True):
         self.workdir = os.path.abspath(workdir)
         self.directory = os.path.join(self.workdir, "checkpoints")
         self.enabled = enabled
@@ -187,6 +188,21 @@ class Checkpointer:
         if bad:
             self._quarantine(bad)
         return found
+
+    def restore_at(self, step: int, target: Any) -> Any:
+        """The state saved at `step` (read-only use, e.g. `jaxnas study --from`);
+        CorruptCheckpointError if its bytes differ from those saved."""
+        self._check_layout(step, target)
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+        restored = self._manager.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                          meta=ocp.args.JsonRestore()))
+        expected = dict(restored["meta"]).get(DIGEST_KEY)
+        if expected is not None and state_digest(restored["state"]) != expected:
+            raise CorruptCheckpointError(
+                f"the checkpoint at step {step} in {self.directory}: the restored bytes "
+                "differ from those saved (SHA-256 mismatch)")
+        return restored["state"]
 
     def _check_layout(self, step: int, target: Any) -> None:
         """StateLayoutError when the newest checkpoint's top-level state fields differ

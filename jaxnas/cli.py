@@ -28,6 +28,9 @@ class _Parser(argparse.ArgumentParser):
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="jaxnas", description=_DESCRIPTION,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    from jaxnas import __version__
+
+    parser.add_argument("--version", action="version", version=f"jaxnas {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -81,6 +84,24 @@ def _build_parser() -> argparse.ArgumentParser:
                          "overrides config.seed")
     compare.add_argument("--random-seed", type=int, default=0,
                          help="seed of the random architectures (default 0)")
+
+    study = sub.add_parser(
+        "study", help="measure the hypergradient estimators along a bilevel search",
+        description="Runs a bilevel search (any method and estimator) and every "
+        "config.study.every steps, on fixed probe batches, compares each listed "
+        "estimator with the unrolled and implicit references (cosine, errors, argmax "
+        "and <g2', g2> agreement), traces the CG/Neumann solvers, estimates the weight "
+        "and alpha Hessians' extreme eigenvalues and times each estimator. Re-running "
+        "on the same --workdir resumes. With --from DIR it probes the checkpoints of an "
+        "earlier search instead. Writes DIR/study.json and DIR/study_*.png/.pdf.")
+    study.add_argument("--config", default=None,
+                       help="a study config (a bilevel search config with a study "
+                       "section, e.g. experiments/study_digits.py); with --from, only "
+                       "its study section is used (default: the earlier run's, else "
+                       "the defaults)")
+    study.add_argument("--workdir", required=True, help="run directory")
+    study.add_argument("--from", dest="source", default=None, metavar="DIR",
+                       help="probe the saved checkpoints of the search in DIR")
 
     params = sub.add_parser("params", help="print the exact parameter count of a genotype")
     params.add_argument("--genotype", required=True,
@@ -137,9 +158,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     parser = _build_parser()
     args = parser.parse_args(rest)
-    if overrides and args.command not in ("search", "train", "compare"):
-        parser.error(f"--config.* overrides apply to search, train and compare, not "
-                     f"{args.command}")
+    if overrides and args.command not in ("search", "train", "compare", "study"):
+        parser.error("--config.* overrides apply to search, train, compare and study, "
+                     f"not {args.command}")
     try:
         if args.command == "search":
             config = _load(args.config, overrides)
@@ -174,6 +195,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             summary = compare.run(config, genotype, args.workdir, num_random=args.random,
                                   seeds=seeds, random_seed=args.random_seed)
             print(compare.format_table(summary))
+        elif args.command == "study":
+            from jaxnas.study import run as study_run
+
+            if args.source is None:
+                if args.config is None:
+                    parser.error("study needs --config (or --from DIR to probe an "
+                                 "earlier search)")
+                study_run.run(_load(args.config, overrides), args.workdir)
+            else:
+                section = None
+                if args.config is not None:
+                    section = _load(args.config, overrides).get("study")
+                study_run.run_from(args.source, args.workdir, section)
         elif args.command == "params":
             from jaxnas import spaces
 
@@ -187,7 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from jaxnas import data
 
             print(data.prepare_digits(args.data_dir))
-    except (errors.ConfigError, ValueError, FileNotFoundError) as e:
+    except (errors.ConfigError, ValueError, FileNotFoundError, FileExistsError,
+            NotADirectoryError, IsADirectoryError) as e:
         print(f"jaxnas {args.command}: error: {e}", file=sys.stderr)
         return 2
     except (errors.NonFiniteError, errors.DeviceOutOfMemoryError) as e:
