@@ -84,7 +84,7 @@ class Progress:
         self.total, self.n, self.desc = total, initial, desc
         self.enabled, self.log_every = enabled, max(1, log_every)
         self._bar = None
-        self._start = time.time()
+        self._first: tuple[int, float] | None = None
         if enabled and sys.stderr.isatty():
             from tqdm import tqdm
 
@@ -100,9 +100,21 @@ class Progress:
             if text:
                 self._bar.set_postfix_str(text, refresh=False)
         elif self.n % self.log_every == 0 or self.n == self.total:
-            rate = (self.n) / max(time.time() - self._start, 1e-9)
-            print(f"[{self.desc}] step {self.n}/{self.total} {text} ({rate:.2f} steps/s)",
+            print(f"[{self.desc}] step {self.n}/{self.total} {text}{self._rate()}",
                   flush=True)
+        if self._first is None:  # the first step compiles: the rate starts after it
+            self._first = (self.n, time.time())
+
+    def _rate(self) -> str:
+        """" (R steps/s, ETA)" over this session's steps after its first (the
+        compile); steps done before a resume do not count."""
+        if self._first is None or self.n <= self._first[0]:
+            return ""
+        n0, t0 = self._first
+        rate = (self.n - n0) / max(time.time() - t0, 1e-9)
+        left = (self.total - self.n) / rate
+        eta = f", {left / 60:.1f} min left" if self.n < self.total else ""
+        return f" ({rate:.2f} steps/s{eta})"
 
     def close(self) -> None:
         if self._bar is not None:
