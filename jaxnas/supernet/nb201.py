@@ -16,17 +16,20 @@ setting; True gives them scale and bias, so that a one-hot path is exactly the d
 `jaxnas.networks.nb201.TinyNetwork`).  AutoDL's non-affine convs carry a bias that
 the BatchNorm right after them cancels; it is left out here (same function).
 
-Mixed-op formulations (``mixed_op``), the same function and parameters:
+Mixed-op formulations (``mixed_op``), the same function:
 
-* ``"fused"`` (default): the edges leaving one node are computed together: one ReLU,
-  one 3x3 convolution with the kernels of all of them stacked on the output channels,
-  one stacked 1x1 matmul, one stacked BatchNorm; the pooled input and the identity are
-  computed once per node and weighted per edge.  Three groups per cell instead of 12
-  conv modules.  The N cells of a stage run under `nn.scan` (their parameters stacked
-  on a leading axis), so compile time does not grow with N.
-* ``"loop"``: the plain reference, one module per conv op per edge, cells unrolled.
+* ``"loop"`` (default): the plain reference, one module per conv op per edge.
+* ``"fused"``: the edges leaving one node are computed together: one ReLU, one 3x3
+  convolution with the kernels of all of them stacked on the output channels, one
+  stacked 1x1 matmul, one stacked BatchNorm; the pooled input and the identity are
+  computed once per node and weighted per edge (3 groups per cell, not 12 convs).
+* ``"scan"``: ``"fused"`` cells, the N cells of a stage under `nn.scan` (parameters
+  stacked on a leading axis), so compile time does not grow with N.
 
-Measured (benchmarks in ``experiments/results/nb201_collapse/notes.md``): see there.
+Measured on the shared 2-core CPU (C=8, N=2, batch 32 of 8x8, weight and arch
+gradients; ``experiments/results/nb201_collapse/notes.md``): loop 64-102 ms a step,
+fused 119 ms, scan 218-253 ms; compile 63-139 s for all, scan and loop the shortest.
+At these sizes the loop wins on the CPU, hence the default.
 `extract_network_variables` copies a path's weights out of the supernet into
 `TinyNetwork`'s variables (tests map the two and compare them).
 """
