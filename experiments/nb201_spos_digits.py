@@ -14,6 +14,12 @@ ones weighted by zero: the gradient reaches only the chosen ops). Then evolution
 path's validation accuracy with inherited weights and BatchNorm recalibrated per path
 on 4 training batches. The chosen cell is written to DIR/genotype.json as an NB201 arch
 string (also "genotype_str"), with the parameter count of its TinyNetwork.
+
+Measured (shared 2-core CPU, about 9 minutes: 4 compiling the step, 5 the evolution):
+|skip_connect~0|+|none~0|none~1|+|skip_connect~0|skip_connect~1|skip_connect~2| (no
+convolution in the cell, 18,594 parameters), supernet fitness 0.832 against 0.689 for
+the mean random path (the initial population), test accuracy with inherited weights
+0.875 (experiments/results/nb201_spos_digits/).
 """
 
 import ml_collections
