@@ -211,7 +211,8 @@ class Hooks(loop_lib.Hooks):
                                os.path.join(workdir, "arch_weights.png"))
             plots.arch_evolution([r["step"] for r in history],
                                  [by_cell(r["arch_weights"]) for r in history], prims,
-                                 os.path.join(workdir, "arch_evolution.png"))
+                                 os.path.join(workdir, "arch_evolution.png"),
+                                 warmup_step=config.darts.warmup_epochs * steps_per_epoch)
             log.info("genotype: %s", results["genotype_str"])
             log.info("results in %s (genotype.json, metrics.jsonl, checkpoints/, "
                      "*.png)", workdir)
