@@ -88,30 +88,30 @@ class Prober:
         self.cost: dict[str, dict[str, Any]] = {}
         self._compiled: dict[str, Any] = {}
 
-        def estimator_fn(name: str, eps: float | None = None):
-            est = estimators_lib.get(
-                name, fd_eps=s.fd_eps if eps is None else eps,
-                implicit_iters=s.implicit_iters, implicit_damping=s.implicit_damping,
-                neumann_alpha=s.neumann_alpha)
-
-            def fn(params, batch_stats, arch, w_opt, lr, tb, vb):
+        # fd_eps is an argument of every program, not a constant, so that finite
+        # differences at every eps run one compiled program (compiling a second-order
+        # program of a supernet takes minutes).
+        def estimator_fn(name: str):
+            def fn(params, batch_stats, arch, w_opt, lr, tb, vb, fd_eps):
+                est = estimators_lib.get(
+                    name, fd_eps=fd_eps, implicit_iters=s.implicit_iters,
+                    implicit_damping=s.implicit_damping, neumann_alpha=s.neumann_alpha)
                 loss = make_loss(batch_stats)
                 return est(loss, loss, params, arch, tb, vb, lr=lr, w_opt=w_opt)
             return fn
 
         def with_loss(body):
-            def fn(params, batch_stats, arch, w_opt, lr, tb, vb):
-                del w_opt
+            def fn(params, batch_stats, arch, w_opt, lr, tb, vb, fd_eps):
+                del w_opt, fd_eps
                 return body(make_loss(batch_stats), params, arch, lr, tb, vb)
             return fn
 
         T = s.unrolled_steps
+        needed = list(s.estimators)
+        if s.extra_fd_eps:
+            needed += [n for n in ("darts_fd", "darts_exact") if n not in needed]
         programs: dict[str, Callable] = {f"estimator/{n}": estimator_fn(n)
-                                         for n in s.estimators}
-        for eps in s.extra_fd_eps:
-            programs[f"fd_eps/{eps:g}"] = estimator_fn("darts_fd", eps)
-        if s.extra_fd_eps and "darts_exact" not in s.estimators:
-            programs["estimator/darts_exact"] = estimator_fn("darts_exact")
+                                         for n in needed}
         programs["reference/unrolled"] = with_loss(
             lambda loss, p, a, lr, tb, vb: references.unrolled(
                 loss, loss, p, a, tb, vb, lr=lr, steps=T, method="adjoint"))
@@ -173,7 +173,10 @@ class Prober:
         out: dict[str, Any] = {}
         seconds: dict[str, float] = {}
         for name in self.programs:
-            out[name], seconds[name] = self._run(name, args)
+            out[name], seconds[name] = self._run(name, args + (jnp.asarray(s.fd_eps),))
+        for eps in s.extra_fd_eps:  # the darts_fd program again, at another eps
+            out[f"fd_eps/{eps:g}"], _ = self._run("estimator/darts_fd",
+                                                  args + (jnp.asarray(eps),))
 
         unrolled = out["reference/unrolled"]
         implicit, implicit_info = out["reference/implicit"]
@@ -197,8 +200,7 @@ class Prober:
             record["estimators"][name] = entry
         if s.extra_fd_eps:  # finite differences' error against the exact product
             fd = {f"{eps:g}": out[f"fd_eps/{eps:g}"] for eps in s.extra_fd_eps}
-            if "estimator/darts_fd" in out:
-                fd[f"{s.fd_eps:g}"] = out["estimator/darts_fd"]
+            fd[f"{s.fd_eps:g}"] = out["estimator/darts_fd"]
             record["fd_eps"] = {k: figures.agreement(v, out["estimator/darts_exact"])
                                 for k, v in fd.items()}
         record["references"] = {
