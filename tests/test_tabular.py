@@ -196,3 +196,18 @@ def test_importing_tabular_imports_no_jax():
 def test_lookup_throughput_reports_a_rate():
     r = tabular.lookup_throughput(population=1024, repeats=2)
     assert r["population"] == 1024 and r["queries_per_s"] > 0
+
+
+def test_reinforce_runs_against_the_table():
+    from jaxnas.strategies.reinforce import reinforce
+
+    table = _full_table()
+    metric = "cifar10-valid/x-valid"
+    res = reinforce(table.fitness_fn(metric), spaces.get("nb201").num_choices,
+                    batch_size=16, num_steps=60, key=jax.random.key(0),
+                    learning_rate=0.1)
+    hist = np.asarray(res.history.archs).reshape(-1, 6)
+    np.testing.assert_array_equal(np.asarray(res.history.fitness).reshape(-1),
+                                  table.query_paths(hist, metric))
+    assert float(res.best_fitness) == table.query_paths(np.asarray(res.best_arch), metric)
+    assert tuple(np.asarray(res.best_arch)) == (3,) * 6  # the table's unique optimum
