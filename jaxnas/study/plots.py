@@ -10,14 +10,15 @@ from typing import Any, Mapping
 import numpy as np
 
 from jaxnas.plots import _pyplot
+from jaxnas.plots import _save as save
 
 REFERENCE_TITLES = {"unrolled": "unrolled reference ({T} SGD step{s})",
                     "implicit": "implicit-function reference (exact solve)"}
 
 
 def _save(fig: Any, workdir: str, name: str) -> None:
-    for ext in ("png", "pdf"):
-        fig.savefig(os.path.join(workdir, f"{name}.{ext}"), dpi=120)
+    """DIR/name.png and name.pdf, as every search plot is saved."""
+    save(fig, os.path.join(workdir, f"{name}.png"))
 
 
 def cosine_vs_step(payload: Mapping[str, Any], workdir: str) -> None:
