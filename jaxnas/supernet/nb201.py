@@ -26,10 +26,9 @@ Mixed-op formulations (``mixed_op``), the same function:
 * ``"scan"``: ``"fused"`` cells, the N cells of a stage under `nn.scan` (parameters
   stacked on a leading axis), so compile time does not grow with N.
 
-Measured on the shared 2-core CPU (C=8, N=2, batch 32 of 8x8, weight and arch
-gradients; ``experiments/results/nb201_collapse/notes.md``): loop 64-102 ms a step,
-fused 119 ms, scan 218-253 ms; compile 63-139 s for all, scan and loop the shortest.
-At these sizes the loop wins on the CPU, hence the default.
+The loop is the default because it had the fastest step at small sizes on the CPU
+(figures and the command that measures them:
+``experiments/results/nb201_collapse/notes.md``, ``bench_mixed_op.py``).
 `extract_network_variables` copies a path's weights out of the supernet into
 `TinyNetwork`'s variables (tests map the two and compare them).
 """
