@@ -7,7 +7,9 @@ count of convolutions and dense layers (`chain_macs_table`; BatchNorm, ReLU6 and
 pooling are not counted), and the usual additive model of latency.  MnasNet (Tan et
 al. 2019) scores ``accuracy * (cost / target) ** w`` with ``w = -0.07`` for a soft
 constraint (`mnasnet_reward`).  A budget that no architecture of the space meets is
-refused before anything compiles (`check_budget`).
+refused before anything compiles (`check_budget`).  For the gradient-based family the
+same table gives a differentiable expected cost under per-layer op probabilities
+(`expected_cost`, ProxylessNAS' latency loss).
 """
 
 from __future__ import annotations
@@ -56,6 +58,20 @@ def table_cost(fixed: float, table: np.ndarray) -> Callable[[Array], Array]:
         return fixed + jnp.sum(t[rows, jnp.asarray(archs, jnp.int32)], axis=1)
 
     return cost_fn
+
+
+def expected_cost(probs: Array, table: Array) -> Array:
+    """``sum_l sum_i probs[..., l, i] * table[l, i]``: the expected table cost (less
+    the fixed part) of a path drawn layer by layer from ``probs`` (ProxylessNAS, Cai et
+    al. 2019).  Linear in ``probs`` (its gradient is ``table``), so it differentiates
+    through any relaxation that produces the probabilities; leading axes of ``probs``
+    (a batch of distributions) are kept.
+    """
+    t = jnp.asarray(table, jnp.result_type(probs, jnp.float32))
+    if jnp.shape(probs)[-2:] != t.shape:
+        raise ValueError(f"expected_cost: probs of shape {jnp.shape(probs)} do not end "
+                         f"in the table's shape {t.shape} (layers, choices)")
+    return jnp.sum(probs * t, axis=(-2, -1))
 
 
 def check_budget(fixed: float, table: np.ndarray, budget: float,
