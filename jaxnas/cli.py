@@ -117,10 +117,29 @@ def _build_parser() -> argparse.ArgumentParser:
     params.add_argument("--auxiliary", action="store_true",
                         help="include the auxiliary head (at 2/3 depth; DARTS only)")
 
-    prepare = sub.add_parser("prepare", help="prepare the embedded digits data set")
+    prepare = sub.add_parser(
+        "prepare", help="prepare the embedded digits, or your own images as a data set",
+        description="Without --from-*: prepares the embedded digits. With --from-folder "
+        "DIR (one sub-folder of PNG/JPEG images per class) or --from-npz FILE (images "
+        "uint8 [N, H, W(, C)] and labels [N], or train_/test_ pairs; optional "
+        "class_names), checks every image and label, then writes an array_record TFDS "
+        "data set DATA_DIR/NAME/1.0.0 that --config.data.dataset=NAME reads.")
     prepare.add_argument("--data-dir", default=None,
                          help="TFDS data_dir (default: $JAXNAS_DATA_DIR or "
                          "~/.cache/jaxnas/tensorflow_datasets)")
+    source = prepare.add_mutually_exclusive_group()
+    source.add_argument("--from-folder", metavar="DIR", default=None,
+                        help="a folder with one sub-folder of images per class")
+    source.add_argument("--from-npz", metavar="FILE", default=None,
+                        help="an .npz with images and labels (or train_/test_ pairs)")
+    prepare.add_argument("--name", default=None,
+                         help="data set name (default: the folder or file name in "
+                         "lower case)")
+    prepare.add_argument("--test-fraction", type=float, default=0.2,
+                         help="share of each class put in the test split when the "
+                         "source gives no split (default 0.2)")
+    prepare.add_argument("--split-seed", type=int, default=0,
+                         help="seed of that split (default 0)")
 
     sub.add_parser("bench", help="step benchmarks (DARTS, SPOS/FairNAS, population "
                    "evaluation): images/s, compile time, memory, FLOP/s (see 'jaxnas bench "
@@ -220,7 +239,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "prepare":
             from jaxnas import data
 
-            print(data.prepare_digits(args.data_dir))
+            if args.from_folder is None and args.from_npz is None:
+                if args.name is not None:
+                    parser.error("--name applies to --from-folder or --from-npz")
+                print(data.prepare_digits(args.data_dir))
+            else:
+                _prepare_own(args)
     except (errors.ConfigError, ValueError, FileNotFoundError, FileExistsError,
             NotADirectoryError, IsADirectoryError) as e:
         print(f"jaxnas {args.command}: error: {e}", file=sys.stderr)
@@ -249,6 +273,26 @@ def _check_params_args(space: str, args) -> None:
         what = "cells per stage" if space == "nb201" else "cells"
         raise ValueError(f"--layers must be at least {least} for a {space} genotype "
                          f"({what}; got {args.layers})")
+
+
+def _prepare_own(args) -> None:
+    """`prepare --from-folder/--from-npz`: check everything, then write."""
+    from jaxnas.data import own
+
+    source = args.from_folder or args.from_npz
+    name = args.name or own.default_name(source)
+    own.target(name, args.data_dir)  # refuse a bad or taken name before reading
+    if args.split_seed < 0:
+        raise ValueError(f"--split-seed must be non-negative (got {args.split_seed})")
+    read = own.read_folder if args.from_folder else own.read_npz
+    dataset = read(source, test_fraction=args.test_fraction, seed=args.split_seed)
+    path = own.write(dataset, name, args.data_dir)
+    sizes = ", ".join(f"{s} {len(y)}" for s, (_, y) in dataset.splits.items())
+    print(path)
+    print(f"{name}: {len(dataset.class_names)} classes, images "
+          f"{'x'.join(map(str, dataset.image_shape))} uint8, {sizes}. Search it with "
+          f"--config.data.dataset={name}"
+          + (f" --config.data.data_dir={args.data_dir}" if args.data_dir else ""))
 
 
 def _quiet_unless_lead() -> None:

@@ -30,9 +30,10 @@ given numpy version.
 
 Modules: `prepare` (data directory, prepared data sets, the embedded digits),
 `splits` (whole splits in memory, bilevel split, search data), `augment`
-(augmentation, normalisation), `iterator` (`BatchIterator`, `eval_batches`). Their
-names are re-exported here, so ``from jaxnas import data; data.X`` works for all of
-them.
+(augmentation, normalisation), `iterator` (`BatchIterator`, `eval_batches`), `own`
+(your own image folder or .npz checked and written as a data set, `jaxnas prepare
+--from-folder/--from-npz`; use `jaxnas.data.own`). The first four's names are
+re-exported here, so ``from jaxnas import data; data.X`` works for them.
 """
 
 # Re-exports: callers use data.X.  Of the private names only the two the training

@@ -208,50 +208,68 @@ def prepare_digits(data_dir: str | os.PathLike | None = None) -> str:
     """Prepares `jaxnas_digits` in the data directory once; returns its version dir.
 
     Writes `DATA_DIR/jaxnas_digits/1.0.0/` (about 0.2 MB). A no-op when it is
-    already there. Safe against concurrent callers: each builds in its own temp dir
-    under DATA_DIR and renames the finished version directory into place
-    atomically; a caller that loses the race discards its copy. A killed build can
-    leave a `.jaxnas_digits-*.tmp` directory behind, which may be deleted.
+    already there. Safe against concurrent callers (see `build_once`).
     """
     root = resolve_data_dir(data_dir)
     final = os.path.join(root, DIGITS, DIGITS_VERSION)
     if os.path.isfile(os.path.join(final, "dataset_info.json")):
         return final
-    with _PREPARE_LOCK:
-        return _prepare_digits_locked(root, final)
 
-
-def _prepare_digits_locked(root: str, final: str) -> str:
-    if os.path.isfile(os.path.join(final, "dataset_info.json")):
-        return final
-    os.makedirs(root, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{DIGITS}-", suffix=".tmp", dir=root)
-    try:
-        built = _build_digits(tmp)
-        os.makedirs(os.path.dirname(final), exist_ok=True)
-        try:
-            os.rename(built, final)
-        except OSError:
-            if not os.path.isfile(os.path.join(final, "dataset_info.json")):
-                raise
-            log.debug("another process prepared %s first", final)
-        else:
-            log.info("prepared %s", final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    return build_once(root, final, lambda tmp: _build_digits(tmp), name=DIGITS)
 
 
 def _build_digits(data_dir: str) -> str:
-    """Runs the TFDS builder into `data_dir`, quietly; returns the version dir."""
-    import tensorflow_datasets as tfds
-
+    """Runs the digits' TFDS builder into `data_dir`; returns the version dir."""
     from jaxnas import digits_dataset
 
-    builder = digits_dataset.JaxnasDigits(data_dir=data_dir, file_format="array_record")
+    return run_builder(digits_dataset.JaxnasDigits(data_dir=data_dir,
+                                                   file_format="array_record"))
+
+
+def build_once(root: str, final: str, build, *, name: str,
+               exist_ok: bool = True) -> str:
+    """Writes one prepared version directory `final` under `root` atomically.
+
+    `build(tmp)` writes the data set into a fresh temp dir under `root` and returns
+    the version dir it wrote; that is renamed to `final`. A caller that loses a
+    race to another process discards its copy (or, with `exist_ok=False`, raises
+    FileExistsError). A killed build can leave a `.NAME-*.tmp` directory behind,
+    which may be deleted.
+    """
+    with _PREPARE_LOCK:
+        if os.path.isfile(os.path.join(final, "dataset_info.json")):
+            if exist_ok:
+                return final
+            raise FileExistsError(f"{final} already holds a prepared data set")
+        os.makedirs(root, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=f".{name}-", suffix=".tmp", dir=root)
+        try:
+            built = build(tmp)
+            os.makedirs(os.path.dirname(final), exist_ok=True)
+            try:
+                os.rename(built, final)
+            except OSError:
+                if not os.path.isfile(os.path.join(final, "dataset_info.json")):
+                    raise
+                if not exist_ok:
+                    raise FileExistsError(f"{final} was prepared by another process "
+                                          "meanwhile") from None
+                log.debug("another process prepared %s first", final)
+            else:
+                log.info("prepared %s", final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return final
+
+
+def run_builder(builder: Any) -> str:
+    """Runs a TFDS builder (array_record, nothing downloaded), quietly; returns the
+    version dir it wrote. Every data set jaxnas writes goes through here."""
+    import tensorflow_datasets as tfds
+
     chatter = io.StringIO()  # TFDS prints banners and progress bars
     with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
         builder.download_and_prepare(
             download_config=tfds.download.DownloadConfig(try_download_gcs=False))
-    log.debug("TFDS output while preparing digits:\n%s", chatter.getvalue())
+    log.debug("TFDS output while preparing %s:\n%s", builder.name, chatter.getvalue())
     return os.fspath(builder.data_dir)
