@@ -12,6 +12,8 @@ Lightweight NAS"; Mellor et al. 2021, "Neural Architecture Search without Traini
 
     naswot(activations_fn, params, inputs)   # log|K_H| of the ReLU binary-code kernel
     jacov(apply_fn, params, inputs)          # input-Jacobian correlation score
+    fisher(tapped_loss_fn, params, batch)    # sum_layers sum_channels
+                                             #   mean_n (sum_pos act * dL/dact)^2 / 2
 
 Every function is pure and jittable, so a population is one ``jax.vmap`` over
 stacked parameters (`population`) or, for the chain space, over paths of the
@@ -39,7 +41,7 @@ import numpy as np
 from jaxnas.errors import ConfigError
 from jaxnas.types import Array, PyTree
 
-PROXIES = ("synflow", "snip", "grad_norm", "naswot", "jacov")
+PROXIES = ("synflow", "snip", "grad_norm", "naswot", "jacov", "fisher")
 JACOV_K = 1e-5  # Mellor et al. (v1): the eigenvalue offset of the jacov score
 
 
@@ -129,6 +131,48 @@ def jacov(apply_fn: Callable[[PyTree, Array], Array], params: PyTree,
     return -jnp.sum(jnp.log(v + JACOV_K) + 1.0 / (v + JACOV_K))
 
 
+def fisher(loss_fn: Callable[[PyTree, Any, Callable[[Array], Array]], Array],
+           params: PyTree, batch: Any) -> Array:
+    """Fisher (Turner et al. 2020, as scored by Abdelfattah et al. 2021).
+
+    ``loss_fn(params, batch, tap) -> scalar`` runs the network with the output ``z`` of
+    every convolution and dense layer (batch first, channels last) replaced by
+    ``tap(z)``.  With ``g[n, c] = sum over positions of z * dL/dz`` for example ``n``
+    and channel ``c`` (``dL/dz`` of the batch loss, as the reference's backward hooks
+    see it), the score is ``sum_layers sum_c mean_n g[n, c]^2 / 2``.
+
+    ``dL/dz`` comes from a zero perturbation added at every tap (``tap(z) = z + e``,
+    ``dL/de = dL/dz``), so the network code needs no hooks and the function stays
+    pure: it jits and vmaps over a population like the other proxies.
+    """
+    shapes: list = []
+
+    def record(z: Array) -> Array:
+        shapes.append(jax.ShapeDtypeStruct(z.shape, z.dtype))
+        return z
+
+    jax.eval_shape(lambda p, b: loss_fn(p, b, record), params, batch)
+    if not shapes:
+        raise ValueError("fisher: loss_fn called tap on no layer output")
+
+    def perturbed(eps: list) -> tuple[Array, list]:
+        outputs, it = [], iter(eps)
+
+        def tap(z: Array) -> Array:
+            outputs.append(z)
+            return z + next(it)
+
+        return loss_fn(params, batch, tap), outputs
+
+    zeros = [jnp.zeros(s.shape, s.dtype) for s in shapes]
+    grads, outputs = jax.grad(perturbed, has_aux=True)(zeros)
+    total = 0.0
+    for z, g in zip(outputs, grads):
+        g_nc = jnp.sum(z * g, axis=tuple(range(1, z.ndim - 1)))  # over positions
+        total = total + jnp.sum(0.5 * jnp.mean(jnp.square(g_nc), axis=0))
+    return total
+
+
 def check_batch(name: str, n: int) -> None:
     """ValueError for a batch too small for ``name`` (before anything compiles)."""
     if name in ("naswot", "jacov") and int(n) < 2:
@@ -177,22 +221,41 @@ def ones_bn_scales(params: PyTree) -> PyTree:
 
 
 @contextlib.contextmanager
-def _recording_relu6(store: list):
-    """Records the input of every ReLU6 of the chain networks while tracing (the
-    chain kernels call ``chain_kernels.relu6`` by its module-global name)."""
+def _wrapping_kernel(name: str, wrap: Callable[[Callable], Callable]):
+    """Replaces ``chain_kernels.<name>`` by ``wrap(original)`` while tracing (the
+    chain kernels call their ReLU6 and BatchNorm by module-global name, so the
+    networks need no hooks; not thread-safe)."""
     from jaxnas.supernet import chain_kernels
 
-    original = chain_kernels.relu6
-
-    def relu6(x):
-        store.append(x)
-        return original(x)
-
-    chain_kernels.relu6 = relu6
+    original = getattr(chain_kernels, name)
+    setattr(chain_kernels, name, wrap(original))
     try:
         yield
     finally:
-        chain_kernels.relu6 = original
+        setattr(chain_kernels, name, original)
+
+
+def _recording_relu6(store: list):
+    """Records the input of every ReLU6 of the chain networks while tracing."""
+    def wrap(original):
+        def relu6(x):
+            store.append(x)
+            return original(x)
+        return relu6
+
+    return _wrapping_kernel("relu6", wrap)
+
+
+def _tapping_batch_norm(tap: Callable[[Array], Array]):
+    """Passes the input of every BatchNorm of the chain networks through ``tap``:
+    every convolution there (stem, expand, depthwise, project, head) feeds a
+    BatchNorm, so these are the convolution outputs `fisher` taps."""
+    def wrap(original):
+        def batch_norm(x, *args, **kwargs):
+            return original(tap(x), *args, **kwargs)
+        return batch_norm
+
+    return _wrapping_kernel("batch_norm", wrap)
 
 
 def chain_activations(model: Any, variables: Mapping[str, Any], x: Array,
@@ -235,7 +298,9 @@ def chain_path_score(name: str, model: Any, variables: Mapping[str, Any],
     discrete `ChainNet` with ``path=None``. ``variables`` holds ``params`` and
     ``batch_stats``; BatchNorm scales are set to 1 (`ones_bn_scales`). synflow runs
     in inference mode (running statistics at init), the others in training mode
-    (batch statistics), as the reference code does."""
+    (batch statistics), as the reference code does.  fisher taps the input of every
+    BatchNorm (each follows a convolution) and the logits; in the supernet the
+    padded hidden channels of a smaller block are zero there, so add nothing."""
     stats = variables.get("batch_stats", {})
     params = ones_bn_scales(variables["params"])
     extra = () if path is None else (path,)
@@ -257,6 +322,13 @@ def chain_path_score(name: str, model: Any, variables: Mapping[str, Any],
             model, {"params": p, "batch_stats": stats}, x, path), params, images)
     if name == "jacov":
         return jacov(lambda p, x: apply(p, x, True), params, images)
+    if name == "fisher":
+        def tapped_loss(p, b, tap):
+            with _tapping_batch_norm(tap):
+                logits = apply(p, b[0], True)
+            return _ce(tap(logits), b[1])  # the classifier is the last dense layer
+
+        return fisher(tapped_loss, params, (images, labels))
     raise ConfigError(f"unknown proxy {name!r}: expected one of {', '.join(PROXIES)}")
 
 

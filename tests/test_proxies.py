@@ -99,6 +99,48 @@ def test_jacov_of_a_linear_map_is_closed_form():
                                    want, rtol=1e-6)
 
 
+def _tapped_convnet(params, batch, tap):
+    """1x1 conv -> ReLU -> mean pool -> dense with bias -> mean cross-entropy; the
+    conv and dense outputs pass through ``tap``."""
+    x, labels = batch
+    z1 = tap(jnp.einsum("nhwc,cd->nhwd", x, params["w1"]))
+    z2 = tap(jnp.mean(jax.nn.relu(z1), axis=(1, 2)) @ params["w2"] + params["b2"])
+    logp = jax.nn.log_softmax(z2)
+    return -jnp.mean(jnp.take_along_axis(logp, labels[:, None], axis=1))
+
+
+def test_fisher_of_a_tiny_convnet_by_hand():
+    # backpropagation written out in numpy: dL/dz2 = (softmax - onehot) / N,
+    # dL/dz1 = (dL/dz2 W2^T / positions) * [z1 > 0]; g = sum over positions z * dL/dz
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(5)
+        n, hw, c_in, c_mid, k = 3, 2, 2, 3, 4
+        x = rng.normal(size=(n, hw, hw, c_in))
+        labels = np.array([0, 3, 1])
+        w1, w2, b2 = (rng.normal(size=(c_in, c_mid)), rng.normal(size=(c_mid, k)),
+                      rng.normal(size=k))
+        z1 = np.einsum("nhwc,cd->nhwd", x, w1)
+        z2 = np.maximum(z1, 0).mean(axis=(1, 2)) @ w2 + b2
+        p = np.exp(z2 - z2.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        dz2 = (p - np.eye(k)[labels]) / n
+        dz1 = (dz2 @ w2.T)[:, None, None, :] / hw ** 2 * (z1 > 0)
+        g1, g2 = (z1 * dz1).sum(axis=(1, 2)), z2 * dz2
+        want = 0.5 * (np.square(g1).mean(0).sum() + np.square(g2).mean(0).sum())
+        params = {"w1": jnp.asarray(w1), "w2": jnp.asarray(w2), "b2": jnp.asarray(b2)}
+        got = proxies.fisher(_tapped_convnet, params, (jnp.asarray(x), labels))
+        np.testing.assert_allclose(float(got), want, rtol=1e-10)
+        # a population of three parameter sets in one vmapped, jitted call
+        stacked = jax.tree.map(lambda a: jnp.stack([a, 2 * a, -a]), params)
+        batch = jax.jit(lambda s: proxies.population(
+            lambda q: proxies.fisher(_tapped_convnet, q, (jnp.asarray(x), labels)),
+            s))(stacked)
+        loop = [proxies.fisher(_tapped_convnet, jax.tree.map(lambda a: a[i], stacked),
+                               (jnp.asarray(x), labels)) for i in range(3)]
+        np.testing.assert_allclose(np.asarray(batch), np.asarray(loop), rtol=1e-10)
+        assert float(batch[0]) != float(batch[1])
+
+
 def test_population_is_the_loop_over_members():
     rng = np.random.default_rng(4)
     stacked = [jnp.asarray(rng.normal(size=(3,) + s), jnp.float32)
@@ -150,8 +192,9 @@ def _chain_case(names, paths, discrete_rows):
 def test_chain_population_scores_equal_the_discrete_network():
     """One vmapped supernet call scores every path as its own discrete network does:
     NASWOT with the padded hidden channels of a small block (k3 e3, inside the
-    padded 7x7 e6) masked out. The slow test below checks every proxy."""
-    _chain_case(("naswot",), [[0, 5], [5, 0]], discrete_rows=[0])
+    padded 7x7 e6) masked out, fisher with its taps on the padded BatchNorm inputs.
+    The slow test below checks every proxy."""
+    _chain_case(("naswot", "fisher"), [[0, 5], [5, 0]], discrete_rows=[0])
 
 
 @pytest.mark.slow

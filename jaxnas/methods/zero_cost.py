@@ -9,7 +9,7 @@ from jaxnas.errors import ConfigError
 from jaxnas.methods import oneshot
 
 # jaxnas.proxies.PROXIES, repeated here so that checking a config imports no JAX
-PROXY_NAMES = ("synflow", "snip", "grad_norm", "naswot", "jacov")
+PROXY_NAMES = ("synflow", "snip", "grad_norm", "naswot", "jacov", "fisher")
 
 
 def _proxy_tuple(v) -> bool:
