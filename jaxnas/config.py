@@ -47,8 +47,15 @@ def load_config(path: str) -> ml_collections.ConfigDict:
             f"get_config() in {path!r} returned {type(config).__name__}, "
             "expected ml_collections.ConfigDict"
         )
+    for key, value in OPTIONAL_DEFAULTS.items():  # so --config.KEY can set them
+        if key not in config:
+            config[key] = value
     config.lock()
     return config
+
+
+# Optional top-level keys every loaded config gets when its file leaves them out.
+OPTIONAL_DEFAULTS: dict[str, Any] = {"tensorboard": True}  # jaxnas.tensorboard
 
 
 def _user_line(error: BaseException, path: str) -> str:

@@ -46,6 +46,8 @@ def _mesh_axis() -> C.Rule:
 
 # Optional: a config without a `mesh` section puts every device on `data`.
 MESH_RULES: dict[str, C.Rule] = {f"mesh.{a}": _mesh_axis() for a in MESH_AXES}
+# Optional (config.load_config sets its default): TensorBoard event files.
+OPTIONAL_RULES: dict[str, C.Rule] = {"tensorboard": BOOL}
 
 
 def int_tuple(ok: Callable[[int], bool], describe: str) -> C.Rule:
@@ -97,7 +99,7 @@ def validate(config: ml_collections.ConfigDict) -> Method:
     """Checks a search config against its method's rules; returns the method."""
     method = get(config.get("method"))
     rules = {**LOOP_RULES, **method.rules}
-    C.validate(config, {**rules, **MESH_RULES}, required=list(rules))
+    C.validate(config, {**rules, **MESH_RULES, **OPTIONAL_RULES}, required=list(rules))
     mesh = config.get("mesh")
     if mesh is not None:
         unknown = sorted(set(mesh.keys()) - set(MESH_AXES))

@@ -27,7 +27,7 @@ log = logging.getLogger("jaxnas")
 # another number of devices; it is then equal within float tolerance, not bitwise).
 RESUMABLE_KEYS = ("num_steps", "log_every", "eval_every", "checkpoint_every",
                   "keep_checkpoints", "data.data_dir", "mesh.data", "mesh.path",
-                  "mesh.pop")
+                  "mesh.pop", "tensorboard")
 
 
 def record_config(config: ml_collections.ConfigDict, workdir: str, *, enabled: bool) -> None:

@@ -29,6 +29,7 @@ from jaxnas import checkpoint as ckpt_lib
 from jaxnas import compilation
 from jaxnas import config as config_lib
 from jaxnas import parallel
+from jaxnas import tensorboard
 from jaxnas import workdir as wd
 from jaxnas.runners import common
 
@@ -138,6 +139,9 @@ def _run(config: ml_collections.ConfigDict, workdir: str, hooks: Any, mesh, lead
             feed.restore(meta[f"{name}_position"])
         log.info("resumed from the checkpoint at step %d", start)
     metrics_log.truncate_after(start)  # nothing logged after the state we continue
+    events = tensorboard.EventWriter(  # purges its own events after `start`
+        workdir, start=start, enabled=lead and tensorboard.enabled(config),
+        op_names=tensorboard.op_names_of(config))
     plan.started(state, start)
 
     def save(step: int, *, force: bool = False) -> None:
@@ -175,6 +179,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, hooks: Any, mesh, lead
                 loop.last_eval = record
             if step % config.log_every == 0 or record:
                 metrics_log.write(step, {**metrics, **record})
+                events.write(step, {**metrics, **record})
             if step % config.checkpoint_every == 0 or step == plan.stop:
                 save(step)
             if stopper.check():
@@ -182,6 +187,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, hooks: Any, mesh, lead
                 checkpointer.wait()
                 raise stopper.stop(step)
     finally:
+        events.close()
         progress.close()
         stopper.restore()
         checkpointer.close()
@@ -201,7 +207,8 @@ def _run(config: ml_collections.ConfigDict, workdir: str, hooks: Any, mesh, lead
 
 # Keys that change how long a run is or where it reads from, not its step program.
 _SAME_PROGRAM_KEYS = ("seed", "num_steps", "log_every", "eval_every",
-                      "checkpoint_every", "keep_checkpoints", "data.data_dir")
+                      "checkpoint_every", "keep_checkpoints", "data.data_dir",
+                      "tensorboard")
 
 
 def _program_key(config: ml_collections.ConfigDict, hooks: Any, mesh) -> str:
