@@ -117,6 +117,18 @@ def _build_parser() -> argparse.ArgumentParser:
     params.add_argument("--auxiliary", action="store_true",
                         help="include the auxiliary head (at 2/3 depth; DARTS only)")
 
+    latency = sub.add_parser(
+        "latency", help="measure the per-op latency table of a chain space on this device",
+        description="Times every choice of every layer of the config's chain space (and "
+        "the stem and head) as its own jitted block on this machine's device; writes the "
+        "table as JSON (device kind recorded) for hardware-aware searches.")
+    latency.add_argument("--config", required=True, help="a chain-space config file")
+    latency.add_argument("--out", required=True, help="the JSON file to write")
+    latency.add_argument("--batch", type=int, default=1,
+                         help="images per timed call (default 1, as MnasNet)")
+    latency.add_argument("--repeats", type=int, default=20,
+                         help="timed calls per block; the median counts (default 20)")
+
     prepare = sub.add_parser(
         "prepare", help="prepare the embedded digits, or your own images as a data set",
         description="Without --from-*: prepares the embedded digits. With --from-folder "
@@ -177,8 +189,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     parser = _build_parser()
     args = parser.parse_args(rest)
-    if overrides and args.command not in ("search", "train", "compare", "study"):
-        parser.error("--config.* overrides apply to search, train, compare and study, "
+    if overrides and args.command not in ("search", "train", "compare", "study",
+                                          "latency"):
+        parser.error("--config.* overrides apply to search, train, compare, study and "
+                     "latency, "
                      f"not {args.command}")
     try:
         if args.command == "search":
@@ -236,6 +250,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             extra = {"auxiliary": True} if args.auxiliary else {}
             print(space.num_params(arch, channels=args.channels, layers=args.layers,
                                    num_classes=args.num_classes, **extra))
+        elif args.command == "latency":
+            from jaxnas.runners import latency as latency_runner
+
+            latency_runner.run(_load(args.config, overrides), args.out,
+                               batch=args.batch, repeats=args.repeats)
         elif args.command == "prepare":
             from jaxnas import data
 

@@ -10,12 +10,23 @@ constraint (`mnasnet_reward`).  A budget that no architecture of the space meets
 refused before anything compiles (`check_budget`).  For the gradient-based family the
 same table gives a differentiable expected cost under per-layer op probabilities
 (`expected_cost`, ProxylessNAS' latency loss).
+
+Measured latency (`measure_latency_table`): each choice of each layer is jitted alone
+at its real input shape (inference mode) and timed, the median of ``repeats`` calls
+after a warm-up; the stem and head are the fixed part.  The table is a JSON record
+(`save_latency_table` / `load_latency_table`) naming the device kind it was measured
+on, so a table measured on one machine can drive a search on another; loading it for
+another space, class count or image size is refused.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import json
+import statistics
+import time
+from typing import Any, Callable, Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -117,3 +128,133 @@ def describe_table(table: np.ndarray, names: Sequence[str] = space_lib.CHOICE_NA
                    ) -> list[dict[str, int]]:
     """Rows of a table as ``{choice name: cost}`` dicts (for JSON reports)."""
     return [{n: int(v) for n, v in zip(names, row)} for row in np.asarray(table)]
+
+
+# ----------------------------------------------------------------------------------
+# Measured latency tables.
+
+LATENCY_FORMAT = "jaxnas.latency_table.v1"
+
+
+def time_jitted(fn: Callable, *args, repeats: int, warmup: int = 2) -> float:
+    """Median wall seconds of ``jax.jit(fn)(*args)`` over ``repeats`` calls, each
+    waited for, after ``warmup`` calls (compilation excluded)."""
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats}, {warmup}")
+    compiled = jax.jit(fn).lower(*args).compile()
+    for _ in range(warmup):
+        jax.block_until_ready(compiled(*args))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(compiled(*args))
+        times.append(time.perf_counter() - start)
+    return float(statistics.median(times))
+
+
+def _time_module(module: Any, shape: tuple[int, ...], repeats: int, warmup: int,
+                 seed: int) -> float:
+    """Median seconds of one inference call of a flax ``module`` on ``shape``."""
+    x = jax.random.normal(jax.random.key(seed), shape, jnp.float32)
+    variables = module.init(jax.random.key(seed + 1), x, train=False)
+    return time_jitted(lambda v, x: module.apply(v, x, train=False), variables, x,
+                       repeats=repeats, warmup=warmup)
+
+
+def device_description() -> dict[str, str]:
+    """The device the tables are measured on (kind, platform, count, jax version)."""
+    d = jax.devices()[0]
+    return {"device_kind": str(d.device_kind), "platform": str(d.platform),
+            "device_count": jax.device_count(), "jax": jax.__version__}
+
+
+def measure_latency_table(space: space_lib.ChainSpace, num_classes: int,
+                          image_size: int, *, batch: int, repeats: int = 20,
+                          warmup: int = 2, impl: str = "auto", seed: int = 0
+                          ) -> dict[str, Any]:
+    """Per-op latency (milliseconds) of the chain space on the current device.
+
+    Every choice of every searchable layer runs alone as one jitted inference call of
+    the discrete block (`jaxnas.networks.chain.Block`, unpadded) on its real input
+    shape ``[batch, size, size, c_in]``; the stem and head (with the classifier) are
+    timed the same way and form ``fixed``.  Returns the JSON record
+    (`latency_table` turns it into ``(fixed, table)`` for `table_cost` and
+    `expected_cost`).
+    """
+    from jaxnas.networks import chain as net_lib
+    from jaxnas.supernet import chain_kernels
+
+    if batch < 1 or image_size < 1:
+        raise ValueError(f"need batch >= 1 and image_size >= 1, got {batch}, "
+                         f"{image_size}")
+    ms = 1e3
+    size = (image_size - 1) // space.stem_stride + 1
+    stem = ms * _time_module(chain_kernels.Stem(space), (batch, image_size, image_size,
+                                                         space.in_channels),
+                             repeats, warmup, seed)
+    rows = []
+    for l, spec in enumerate(space.layers()):
+        rows.append([ms * _time_module(net_lib.Block(spec, c, impl),
+                                       (batch, size, size, spec.in_channels),
+                                       repeats, warmup, seed + l)
+                     for c in range(len(space_lib.CHOICES))])
+        size = (size - 1) // spec.stride + 1
+    head = ms * _time_module(chain_kernels.Head(space, num_classes),
+                             (batch, size, size, space.widths[-1]), repeats, warmup,
+                             seed)
+    return {"format": LATENCY_FORMAT, "unit": "ms", **device_description(),
+            "space": space.to_dict(), "num_classes": int(num_classes),
+            "image_size": int(image_size), "batch": int(batch),
+            "repeats": int(repeats), "warmup": int(warmup), "impl": impl,
+            "fixed": stem + head, "fixed_parts": {"stem": stem, "head": head},
+            "choices": list(space_lib.CHOICE_NAMES), "table": rows}
+
+
+def measure_network_latency(space: space_lib.ChainSpace, path: Sequence[int],
+                            num_classes: int, image_size: int, *, batch: int,
+                            repeats: int = 20, warmup: int = 2, impl: str = "auto",
+                            seed: int = 0) -> float:
+    """Milliseconds of one jitted inference call of the whole discrete network of
+    ``path`` (what the additive table model predicts)."""
+    from jaxnas.networks import chain as net_lib
+
+    net = net_lib.ChainNet(space, space_lib.check_path(space, path), num_classes, impl)
+    return 1e3 * _time_module(net, (batch, image_size, image_size, space.in_channels),
+                              repeats, warmup, seed)
+
+
+def latency_table(record: dict[str, Any]) -> tuple[float, np.ndarray]:
+    """``(fixed, table float64[L, K])`` of a latency record."""
+    return float(record["fixed"]), np.asarray(record["table"], np.float64)
+
+
+def save_latency_table(record: dict[str, Any], path: str) -> None:
+    """Writes a latency record as JSON."""
+    with open(path, "w") as f:
+        json.dump(record, f, indent=1)
+        f.write("\n")
+
+
+def load_latency_table(path: str, space: space_lib.ChainSpace | None = None,
+                       num_classes: int | None = None,
+                       image_size: int | None = None) -> dict[str, Any]:
+    """Reads a latency record; ValueError when it is not one, or was measured for
+    another space, class count or image size than the ones given."""
+    with open(path) as f:
+        record = json.load(f)
+    if not isinstance(record, dict) or record.get("format") != LATENCY_FORMAT:
+        raise ValueError(f"{path} is not a latency table (expected format "
+                         f"{LATENCY_FORMAT!r})")
+    wanted = {"space": None if space is None else space.to_dict(),
+              "num_classes": num_classes, "image_size": image_size}
+    for key, want in wanted.items():
+        if want is not None and record.get(key) != want:
+            raise ValueError(f"the latency table {path} was measured for {key}="
+                             f"{record.get(key)!r}, not for {key}={want!r}: measure "
+                             f"one for this space (jaxnas latency)")
+    table = np.asarray(record["table"], np.float64)
+    layers = sum(record["space"]["depths"])
+    if table.shape != (layers, len(space_lib.CHOICES)) or not np.all(table > 0):
+        raise ValueError(f"{path}: the table must be positive of shape "
+                         f"({layers}, {len(space_lib.CHOICES)}), got {table.shape}")
+    return record
