@@ -128,6 +128,9 @@ def _build_parser() -> argparse.ArgumentParser:
                          help="images per timed call (default 1, as MnasNet)")
     latency.add_argument("--repeats", type=int, default=20,
                          help="timed calls per block; the median counts (default 20)")
+    latency.add_argument("--clock", choices=("wall", "process"), default="wall",
+                         help="wall: elapsed time (default); process: this process's "
+                         "CPU time, steadier on a shared CPU (CPU devices only)")
 
     prepare = sub.add_parser(
         "prepare", help="prepare the embedded digits, or your own images as a data set",
@@ -254,7 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from jaxnas.runners import latency as latency_runner
 
             latency_runner.run(_load(args.config, overrides), args.out,
-                               batch=args.batch, repeats=args.repeats)
+                               batch=args.batch, repeats=args.repeats,
+                               clock=args.clock)
         elif args.command == "prepare":
             from jaxnas import data
 

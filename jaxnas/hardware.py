@@ -136,29 +136,40 @@ def describe_table(table: np.ndarray, names: Sequence[str] = space_lib.CHOICE_NA
 LATENCY_FORMAT = "jaxnas.latency_table.v1"
 
 
-def time_jitted(fn: Callable, *args, repeats: int, warmup: int = 2) -> float:
-    """Median wall seconds of ``jax.jit(fn)(*args)`` over ``repeats`` calls, each
-    waited for, after ``warmup`` calls (compilation excluded)."""
+# "wall": elapsed time (the latency a user sees); "process": this process's CPU time
+# over all its threads, which other jobs on a shared CPU do not inflate (CPU only:
+# it does not see time spent on an accelerator)
+CLOCKS = {"wall": time.perf_counter, "process": time.process_time}
+
+
+def time_jitted(fn: Callable, *args, repeats: int, warmup: int = 2,
+                clock: str = "wall") -> float:
+    """Median seconds (``clock``, see `CLOCKS`) of ``jax.jit(fn)(*args)`` over
+    ``repeats`` calls, each waited for, after ``warmup`` calls (compilation
+    excluded)."""
     if repeats < 1 or warmup < 0:
         raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats}, {warmup}")
+    if clock not in CLOCKS:
+        raise ValueError(f"clock={clock!r}: expected one of {', '.join(CLOCKS)}")
+    now = CLOCKS[clock]
     compiled = jax.jit(fn).lower(*args).compile()
     for _ in range(warmup):
         jax.block_until_ready(compiled(*args))
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = now()
         jax.block_until_ready(compiled(*args))
-        times.append(time.perf_counter() - start)
+        times.append(now() - start)
     return float(statistics.median(times))
 
 
 def _time_module(module: Any, shape: tuple[int, ...], repeats: int, warmup: int,
-                 seed: int) -> float:
+                 seed: int, clock: str) -> float:
     """Median seconds of one inference call of a flax ``module`` on ``shape``."""
     x = jax.random.normal(jax.random.key(seed), shape, jnp.float32)
     variables = module.init(jax.random.key(seed + 1), x, train=False)
     return time_jitted(lambda v, x: module.apply(v, x, train=False), variables, x,
-                       repeats=repeats, warmup=warmup)
+                       repeats=repeats, warmup=warmup, clock=clock)
 
 
 def device_description() -> dict[str, str]:
@@ -170,8 +181,8 @@ def device_description() -> dict[str, str]:
 
 def measure_latency_table(space: space_lib.ChainSpace, num_classes: int,
                           image_size: int, *, batch: int, repeats: int = 20,
-                          warmup: int = 2, impl: str = "auto", seed: int = 0
-                          ) -> dict[str, Any]:
+                          warmup: int = 2, impl: str = "auto", seed: int = 0,
+                          clock: str = "wall") -> dict[str, Any]:
     """Per-op latency (milliseconds) of the chain space on the current device.
 
     Every choice of every searchable layer runs alone as one jitted inference call of
@@ -187,25 +198,28 @@ def measure_latency_table(space: space_lib.ChainSpace, num_classes: int,
     if batch < 1 or image_size < 1:
         raise ValueError(f"need batch >= 1 and image_size >= 1, got {batch}, "
                          f"{image_size}")
+    if clock not in CLOCKS:
+        raise ValueError(f"clock={clock!r}: expected one of {', '.join(CLOCKS)}")
     ms = 1e3
     size = (image_size - 1) // space.stem_stride + 1
     stem = ms * _time_module(chain_kernels.Stem(space), (batch, image_size, image_size,
                                                          space.in_channels),
-                             repeats, warmup, seed)
+                             repeats, warmup, seed, clock)
     rows = []
     for l, spec in enumerate(space.layers()):
         rows.append([ms * _time_module(net_lib.Block(spec, c, impl),
                                        (batch, size, size, spec.in_channels),
-                                       repeats, warmup, seed + l)
+                                       repeats, warmup, seed + l, clock)
                      for c in range(len(space_lib.CHOICES))])
         size = (size - 1) // spec.stride + 1
     head = ms * _time_module(chain_kernels.Head(space, num_classes),
                              (batch, size, size, space.widths[-1]), repeats, warmup,
-                             seed)
+                             seed, clock)
     return {"format": LATENCY_FORMAT, "unit": "ms", **device_description(),
             "space": space.to_dict(), "num_classes": int(num_classes),
             "image_size": int(image_size), "batch": int(batch),
             "repeats": int(repeats), "warmup": int(warmup), "impl": impl,
+            "clock": clock,
             "fixed": stem + head, "fixed_parts": {"stem": stem, "head": head},
             "choices": list(space_lib.CHOICE_NAMES), "table": rows}
 
@@ -213,14 +227,14 @@ def measure_latency_table(space: space_lib.ChainSpace, num_classes: int,
 def measure_network_latency(space: space_lib.ChainSpace, path: Sequence[int],
                             num_classes: int, image_size: int, *, batch: int,
                             repeats: int = 20, warmup: int = 2, impl: str = "auto",
-                            seed: int = 0) -> float:
+                            seed: int = 0, clock: str = "wall") -> float:
     """Milliseconds of one jitted inference call of the whole discrete network of
     ``path`` (what the additive table model predicts)."""
     from jaxnas.networks import chain as net_lib
 
     net = net_lib.ChainNet(space, space_lib.check_path(space, path), num_classes, impl)
     return 1e3 * _time_module(net, (batch, image_size, image_size, space.in_channels),
-                              repeats, warmup, seed)
+                              repeats, warmup, seed, clock)
 
 
 def latency_table(record: dict[str, Any]) -> tuple[float, np.ndarray]:

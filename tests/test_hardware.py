@@ -44,14 +44,14 @@ def test_expected_cost_is_the_expectation_over_every_path_and_differentiates():
         hardware.expected_cost(probs[:2], table)
 
 
-SPACE = space_lib.ChainSpace(stem_channels=4, widths=(4, 6), depths=(1, 1),
-                             strides=(1, 2), head_channels=8, in_channels=1)
+SPACE = space_lib.ChainSpace(stem_channels=4, widths=(6,), depths=(1,),
+                             strides=(2,), head_channels=8, in_channels=1)
 
 
 def test_latency_table_measured_saved_and_refused_for_another_space(tmp_path):
     record = hardware.measure_latency_table(SPACE, 3, 8, batch=2, repeats=2, warmup=1)
     fixed, table = hardware.latency_table(record)
-    assert table.shape == (2, 6) and np.all(table > 0) and fixed > 0
+    assert table.shape == (1, 6) and np.all(table > 0) and fixed > 0
     assert record["device_kind"] == jax.devices()[0].device_kind
     assert record["fixed"] == pytest.approx(sum(record["fixed_parts"].values()))
     path = str(tmp_path / "latency.json")
@@ -59,10 +59,10 @@ def test_latency_table_measured_saved_and_refused_for_another_space(tmp_path):
     loaded = hardware.load_latency_table(path, SPACE, 3, 8)
     assert loaded == record
     cost = hardware.table_cost(*hardware.latency_table(loaded))
-    np.testing.assert_allclose(float(cost(jnp.array([[1, 4]]))[0]),
-                               fixed + table[0, 1] + table[1, 4], rtol=1e-6)
-    other = space_lib.ChainSpace(stem_channels=4, widths=(4, 8), depths=(1, 1),
-                                 strides=(1, 2), head_channels=8, in_channels=1)
+    np.testing.assert_allclose(float(cost(jnp.array([[4]]))[0]), fixed + table[0, 4],
+                               rtol=1e-6)
+    other = space_lib.ChainSpace(stem_channels=4, widths=(8,), depths=(1,),
+                                 strides=(2,), head_channels=8, in_channels=1)
     with pytest.raises(ValueError, match="measured for space="):
         hardware.load_latency_table(path, other)
     with pytest.raises(ValueError, match="measured for image_size=8"):
@@ -75,17 +75,20 @@ def test_latency_table_measured_saved_and_refused_for_another_space(tmp_path):
 @pytest.mark.slow
 def test_additive_latency_model_ranks_whole_networks():
     """Spearman correlation of the table's prediction with whole networks' measured
-    latency over paths that span the space (one choice everywhere, and mixtures)."""
+    latency over paths that span the space (one choice everywhere, and mixtures).
+    Process CPU time: on a shared CPU (load 12) wall-clock medians gave rho 0.50,
+    the noise of other jobs rather than the model's error."""
     from scipy import stats
 
     space = space_lib.digits_space()
-    record = hardware.measure_latency_table(space, 10, 8, batch=64, repeats=15)
+    record = hardware.measure_latency_table(space, 10, 8, batch=64, repeats=15,
+                                            clock="process")
     predict = hardware.table_cost(*hardware.latency_table(record))
     rng = np.random.default_rng(0)
     paths = [[c] * space.num_layers for c in range(6)]
     paths += rng.integers(6, size=(4, space.num_layers)).tolist()
-    measured = [hardware.measure_network_latency(space, p, 10, 8, batch=64, repeats=15)
-                for p in paths]
+    measured = [hardware.measure_network_latency(space, p, 10, 8, batch=64, repeats=15,
+                                                 clock="process") for p in paths]
     predicted = np.asarray(predict(jnp.asarray(paths, jnp.int32)))
     rho = stats.spearmanr(predicted, measured).statistic
     assert rho > 0.6, (rho, predicted, measured)

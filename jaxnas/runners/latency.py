@@ -15,7 +15,7 @@ log = logging.getLogger("jaxnas")
 
 
 def run(config: ml_collections.ConfigDict, out: str, *, batch: int, repeats: int,
-        warmup: int = 2) -> dict[str, Any]:
+        warmup: int = 2, clock: str = "wall") -> dict[str, Any]:
     """Measures the table of the chain space ``config.model`` describes, at the image
     shape and class count of ``config.data.dataset``; writes it to ``out``."""
     from jaxnas.runners import train as train_runner
@@ -38,7 +38,7 @@ def run(config: ml_collections.ConfigDict, out: str, *, batch: int, repeats: int
              hardware.device_description()["device_kind"], batch, repeats)
     record = hardware.measure_latency_table(space, data.num_classes, height,
                                             batch=batch, repeats=repeats,
-                                            warmup=warmup, impl=impl)
+                                            warmup=warmup, impl=impl, clock=clock)
     record["dataset"] = data.name
     hardware.save_latency_table(record, out)
     fixed, table = hardware.latency_table(record)
