@@ -173,7 +173,8 @@ def _run(config: ml_collections.ConfigDict, workdir: str, hooks: Any, mesh, lead
             else:
                 loop.step_times.append(time.time() - t_step)
             common.check_finite(step, metrics)
-            progress.update(1, {k: metrics[k] for k in ("train_loss", "train_accuracy")})
+            progress.update(1, {k: metrics[k] for k in ("train_loss", "train_accuracy")
+                                if k in metrics} or metrics)  # or a method's own
             record = plan.evaluate(state, step) if plan.eval_due(step) else {}
             if record and step == plan.stop:
                 loop.last_eval = record

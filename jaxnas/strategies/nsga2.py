@@ -126,6 +126,24 @@ def offspring(key: Array, population: Array, rank: Array, crowd: Array,
     return jnp.where(mutate, new, child).astype(jnp.int32)
 
 
+def next_generation(key: Array, population: Array, objs: Array, rank: Array,
+                    crowd: Array, *, objectives_fn: ObjectivesFn,
+                    num_choices: tuple[int, ...], mutation_rate: float):
+    """One generation: ``(population, objs, rank, crowd, children, child_objs)``
+    after ``P`` children are made, evaluated, and the best ``P`` of parents and
+    children survive (what `nsga2` scans; a search loop can call it step by step)."""
+    population_size = population.shape[0]
+    children = offspring(key, population, rank, crowd, num_choices, mutation_rate)
+    child_objs = _evaluate(objectives_fn, children)
+    pool = jnp.concatenate([population, children])
+    pool_objs = jnp.concatenate([objs, child_objs.astype(objs.dtype)])
+    keep, pool_rank, pool_crowd = survivors(pool_objs, population_size)
+    # the survivors keep their fronts (a point of front k is dominated by one of
+    # front k - 1, which survives); their crowding is the pool's, as in Deb et al.
+    return (pool[keep], pool_objs[keep], pool_rank[keep], pool_crowd[keep], children,
+            child_objs)
+
+
 class NSGA2Result(NamedTuple):
     """Outcome of `nsga2`."""
 
@@ -160,16 +178,10 @@ def _nsga2(key, objectives_fn, num_choices, population_size, num_generations,
     _, rank, crowd = survivors(objs, population_size)
 
     def generation(carry, k):
-        population, objs, rank, crowd = carry
-        children = offspring(k, population, rank, crowd, num_choices, mutation_rate)
-        child_objs = _evaluate(objectives_fn, children)
-        pool = jnp.concatenate([population, children])
-        pool_objs = jnp.concatenate([objs, child_objs])
-        keep, pool_rank, pool_crowd = survivors(pool_objs, population_size)
-        # the survivors keep their fronts (a point of front k is dominated by one of
-        # front k - 1, which survives); their crowding is the pool's, as in Deb et al.
-        return ((pool[keep], pool_objs[keep], pool_rank[keep], pool_crowd[keep]),
-                (children, child_objs))
+        *carry, children, child_objs = next_generation(
+            k, *carry, objectives_fn=objectives_fn, num_choices=num_choices,
+            mutation_rate=mutation_rate)
+        return tuple(carry), (children, child_objs)
 
     first = (population, objs)
     (population, objs, rank, _), (kids, kid_objs) = jax.lax.scan(
