@@ -3,12 +3,15 @@
 Records (names are a contract):
   <method>/iteration   `strategies.<method>.<method>(model, ...).step`, first-order
                        estimator, for method in METHODS (gdas, snas, fairdarts, drnas,
-                       darts_minus)
+                       darts_minus, pcdarts)
 
 The suite `family` measures `darts/iteration/first_order` first, then each of these on the
 same supernet and settings (benchmarks/darts.py SETTINGS; the family's own values are
 those of experiments/<method>_digits.py), so the figures compare side by side. SNAS' step
 is single-level: one forward and backward on the training batch, no validation pass.
+PC-DARTS' record always runs the loop mixed op with partial_channels=4 (the only
+formulation with the channel split): compare it with `--mixed-op loop`, so that DARTS'
+record runs the same formulation at full channels.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from benchmarks import common
 from benchmarks import darts as darts_bench
 from jaxnas.strategies import darts as darts_lib
 
-METHODS = ("gdas", "snas", "fairdarts", "drnas", "darts_minus")
+METHODS = ("gdas", "snas", "fairdarts", "drnas", "darts_minus", "pcdarts")
+PCDARTS_K = 4  # experiments/pcdarts_digits.py's partial_channels
 
 
 def strategy(method: str, model: Any, s: dict = darts_bench.SETTINGS):
@@ -49,6 +53,9 @@ def strategy(method: str, model: Any, s: dict = darts_bench.SETTINGS):
     if method == "darts_minus":
         from jaxnas.strategies.darts_minus import darts_minus
         return darts_minus(model, total_steps=total, beta_max=1.0, beta_min=0.0, **kw)
+    if method == "pcdarts":
+        from jaxnas.strategies.pcdarts import pcdarts
+        return pcdarts(model, **kw)
     raise ValueError(f"unknown family record method {method!r}: expected one of {METHODS}")
 
 
@@ -59,6 +66,8 @@ def case(name: str, args: Any) -> common.Case:
         raise ValueError(f"unknown family record {name!r}: expected <method>/iteration")
     placement = common.Placement(args.devices)
     model = darts_bench.build_model(args)
+    if method == "pcdarts":
+        model = model.clone(mixed_op="loop", partial_channels=PCDARTS_K)
     strat = strategy(method, model)
     image = args.image or 32
     train = common.synthetic_batch(0, args.batch, image, 3, args.num_classes)
@@ -70,7 +79,8 @@ def case(name: str, args: Any) -> common.Case:
     config = dict(method=method, estimator="first_order", channels=args.channels,
                   layers=args.layers, nodes=args.nodes, batch=args.batch,
                   image=[image, image, 3], num_classes=args.num_classes,
-                  mixed_op=args.mixed_op, impl=args.impl, params=n_params,
+                  mixed_op=model.mixed_op, impl=args.impl, params=n_params,
+                  partial_channels=model.partial_channels,
                   devices=args.devices, repeats=args.repeats, warmup=args.warmup,
                   settings=darts_bench.SETTINGS)
     return common.Case(strat.step, (state, train, val), args.batch, placement.devices,

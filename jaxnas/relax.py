@@ -222,6 +222,104 @@ def auxiliary_skip_relaxation(base: Relaxation, skip_index: int,
     return Relaxation(weights=weights, expected=base.expected, penalty=base.penalty)
 
 
+def node_softmax(betas: Array, groups: tuple[int, ...]) -> Array:
+    """Softmax of `betas` (last axis: edges) within each run of consecutive edges whose
+    lengths are `groups` (the edges into one node: PC-DARTS' edge normalisation)."""
+    if sum(groups) != betas.shape[-1]:
+        raise ValueError(f"node_softmax: groups {groups} cover {sum(groups)} edges, "
+                         f"betas have {betas.shape[-1]}")
+    parts, start = [], 0
+    for n in groups:
+        parts.append(jax.nn.softmax(betas[..., start:start + n], axis=-1))
+        start += n
+    return jnp.concatenate(parts, axis=-1)
+
+
+EDGES_SUFFIX = "_edges"  # alphas[<cell> + EDGES_SUFFIX]: the edge logits of a cell type
+
+
+def edge_normalized_relaxation(base: Relaxation, groups: tuple[int, ...]) -> Relaxation:
+    """PC-DARTS' edge normalisation over `base`: architecture parameters
+    ``{cell: a[E, K], cell + "_edges": b[E], ...}`` -> op weights
+    ``{cell: base(a)[e, k] * node_softmax(b)[e]}``.
+
+    A mixed op is linear in its op weights, so beta_e * sum_k w_k op_k(x) is the mixed op
+    with weights beta_e * w_k: the edge weight is folded into the op weights and the
+    supernet takes the same input as for DARTS (with partial channels its bypass is scaled
+    by sum_k of those weights, = beta_e for a softmax base). Derivation on these weights
+    ranks by alpha * beta, as PC-DARTS' `genotype()`. `groups`: the edges into each node,
+    in edge order (DARTS cells: 2, 3, ..., steps + 1). The penalty is `base`'s, of the
+    op logits only.
+    """
+    groups = tuple(int(n) for n in groups)
+
+    def split(alphas: PyTree) -> tuple[dict, dict]:
+        ops = {k: v for k, v in alphas.items() if not k.endswith(EDGES_SUFFIX)}
+        edges = {k: alphas[k + EDGES_SUFFIX] for k in ops}
+        return ops, edges
+
+    def fold(w: dict, edges: dict) -> dict:
+        return {k: w[k] * node_softmax(edges[k], groups)[..., None].astype(w[k].dtype)
+                for k in w}
+
+    def weights(key: Array, alphas: PyTree, step: Array) -> PyTree:
+        ops, edges = split(alphas)
+        return fold(base.weights(key, ops, step), edges)
+
+    def expected(alphas: PyTree) -> PyTree:
+        ops, edges = split(alphas)
+        return fold(base.expected(ops), edges)
+
+    penalty = None
+    if base.penalty is not None:
+        def penalty(alphas: PyTree, step: Array) -> Array:
+            return base.penalty(split(alphas)[0], step)
+
+    return Relaxation(weights=weights, expected=expected, penalty=penalty)
+
+
+def binary_gates(alphas: Array, index: Array) -> Array:
+    """ProxylessNAS' binary gates of the sampled ops `index` (one per row of `alphas`):
+    the one-hot in value; in gradient the softmax's, so that for any loss L(g)
+
+        dL/dalpha_i = sum_j dL/dg_j p_j (delta_ij - p_i),   p = softmax(alphas),
+
+    the paper's estimator (straight-through on the gates)."""
+    p = jax.nn.softmax(alphas, axis=-1)
+    g = jax.nn.one_hot(index, alphas.shape[-1], dtype=p.dtype)
+    # p - stop_gradient(p) is exactly 0 in value, so the value is the one-hot to the bit
+    return g + (p - jax.lax.stop_gradient(p))
+
+
+def binary_gate_relaxation() -> Relaxation:
+    """ProxylessNAS (one-path binarisation): each step samples one op per row from
+    Categorical(softmax(alphas)) and feeds its one-hot `binary_gates`; evaluation and
+    derivation use softmax. A supernet fed one-hot weights still computes every candidate
+    and multiplies all but one by 0, which is also what the estimator needs: dL/dg_j is
+    <dL/dy, op_j(x)> for every j."""
+
+    def weights(key: Array, alphas: PyTree, step: Array) -> PyTree:
+        del step
+        return jax.tree.map(
+            lambda k, a: binary_gates(a, jax.random.categorical(k, a, axis=-1)),
+            _leaf_keys(key, alphas), alphas)
+
+    return Relaxation(weights=weights, expected=softmax)
+
+
+def expected_cost_penalty(table: PyTree, weight: float) -> PenaltyFn:
+    """ProxylessNAS' resource term: weight * sum over every row of sum_k softmax(a)_k *
+    table_k, `table` a pytree like the alphas (or broadcasting to them) of per-op costs."""
+    def penalty(alphas: PyTree, step: Array) -> Array:
+        del step
+        terms = jax.tree.map(lambda a, t: jnp.sum(jax.nn.softmax(a, axis=-1)
+                                                  * jnp.asarray(t, a.dtype)),
+                             alphas, table)
+        return weight * sum(jax.tree.leaves(terms))
+
+    return penalty
+
+
 RELAXATIONS: dict[str, Callable[..., Relaxation]] = {
     "softmax": softmax_relaxation,
     "gumbel": gumbel_relaxation,

@@ -1,5 +1,5 @@
 """Config rules of the gradient-based family over the bilevel core (GDAS, SNAS,
-FairDARTS, DrNAS, DARTS-): DARTS' rules and checks plus each method's own section
+FairDARTS, DrNAS, DARTS-, PC-DARTS, ProxylessNAS): DARTS' rules and checks plus each method's own section
 (`config.<method>.*`); `jaxnas.runners.darts` runs them all."""
 
 from __future__ import annotations
@@ -42,3 +42,33 @@ DARTS_MINUS = _register("darts_minus", "DARTS-",
                         {"darts_minus.beta_max": C.in_range(0.0, 1.0),
                          "darts_minus.beta_min": C.in_range(0.0, 1.0)},
                         _ordered("darts_minus", "beta_min", "beta_max", strict_lo=False))
+
+
+def _check_pcdarts(config: ml_collections.ConfigDict) -> None:
+    """PC-DARTS: the DARTS cell supernet, K dividing the channels, and the loop mixed op
+    when K > 1 (the only formulation with the channel split)."""
+    darts_rules.check(config)
+    k, m = config.pcdarts.partial_channels, config.model
+    space = m.get("space", "darts")
+    if space != "darts":
+        raise ConfigError(f"config.model.space={space!r} is not allowed for pcdarts: "
+                          "expected 'darts' (partial channels and edge normalisation are "
+                          "built for the DARTS cell supernet)")
+    if m.channels % k:
+        raise ConfigError(f"config.pcdarts.partial_channels={k} is not allowed: expected "
+                          f"a divisor of model.channels={m.channels}")
+    if k > 1 and m.mixed_op != "loop":
+        raise ConfigError(f"config.model.mixed_op={m.mixed_op!r} is not allowed with "
+                          f"pcdarts.partial_channels={k}: expected 'loop' (the only "
+                          "formulation with partial channels; or partial_channels=1)")
+
+
+PCDARTS = _register("pcdarts", "PC-DARTS",
+                    {"pcdarts.partial_channels": C.positive(int)}, _check_pcdarts)
+
+# ProxylessNAS' resource term: "none", or "params" (each op's parameter count, in
+# millions: jaxnas.strategies.proxyless.op_param_table) times cost_weight
+PROXYLESS_COSTS = ("none", "params")
+PROXYLESS = _register("proxyless", "ProxylessNAS",
+                      {"proxyless.cost": C.choice(*PROXYLESS_COSTS),
+                       "proxyless.cost_weight": C.non_negative()}, darts_rules.check)

@@ -55,6 +55,17 @@ def _darts_minus(model, config, total_steps, **kw):
                        beta_min=config.darts_minus.beta_min, **kw)
 
 
+def _pcdarts(model, config, total_steps, **kw):
+    from jaxnas.strategies.pcdarts import pcdarts
+    return pcdarts(model, **kw)
+
+
+def _proxyless(model, config, total_steps, **kw):
+    from jaxnas.strategies.proxyless import proxyless
+    weight = config.proxyless.cost_weight if config.proxyless.cost != "none" else 0.0
+    return proxyless(model, cost_weight=weight, **kw)
+
+
 # config.method -> (model, config, total search steps, darts' keywords) -> strategy;
 # every method shares DARTS' estimator, optimizers, warm-up and space settings.
 BUILDERS = {
@@ -64,6 +75,14 @@ BUILDERS = {
     "fairdarts": _fairdarts,
     "drnas": _drnas,
     "darts_minus": _darts_minus,
+    "pcdarts": _pcdarts,
+    "proxyless": _proxyless,
+}
+
+# config.method -> (supernet, config) -> the supernet that method searches
+MODEL_OPTIONS = {
+    "pcdarts": lambda model, config: model.clone(
+        partial_channels=config.pcdarts.partial_channels),
 }
 
 
@@ -71,9 +90,12 @@ def build(config: ml_collections.ConfigDict, num_classes: int, steps_per_epoch: 
     """The supernet and the strategy of `config.method` a config describes."""
     o, d = config.optim, config.darts
     model, space = supernets.build(config.model, num_classes)
+    method = config.get("method", "darts")
+    if method in MODEL_OPTIONS:
+        model = MODEL_OPTIONS[method](model, config)
     schedule = darts_lib.cosine_epoch_schedule(o.w_lr, o.w_lr_min, config.epochs,
                                                steps_per_epoch)
-    strategy = BUILDERS[config.get("method", "darts")](
+    strategy = BUILDERS[method](
         model, config, config.epochs * steps_per_epoch,
         estimator=d.estimator, w_schedule=schedule, w_momentum=o.w_momentum,
         w_weight_decay=o.w_weight_decay, grad_clip=o.grad_clip,

@@ -14,6 +14,11 @@ Formulations of the mixed op (see `SearchCell`), all computing the same function
   `mixed_op="scan"` (default) runs the groups of the intermediate nodes under
   `nn.scan` (fewer bodies to compile); `mixed_op="fused"` unrolls them.
 - `mixed_op="loop"`: the reference formulation, one module per op per edge.
+
+Partial channels (PC-DARTS, Xu et al. 2020; `partial_channels=K`, loop formulation only):
+each mixed op runs on the first C/K channels of its input, the other channels bypass it
+(2x2 max-pooled on a stride-2 edge), the two parts are concatenated and channel-shuffled
+with K groups (`channel_shuffle`), as the authors' `MixedOp`. K=1 is the plain mixed op.
 """
 
 from __future__ import annotations
@@ -203,22 +208,58 @@ class FusedEdgeGroup(nn.Module):
         return sum(terms[1:], terms[0])
 
 
+def channel_shuffle(x: jax.Array, groups: int) -> jax.Array:
+    """ShuffleNet's channel shuffle of NHWC `x`, as PC-DARTS' `channel_shuffle` (NCHW
+    view(groups, C/groups) -> transpose -> flatten): output channel i*groups + g is
+    input channel g*(C/groups) + i."""
+    *lead, c = x.shape
+    y = x.reshape(*lead, groups, c // groups)
+    return jnp.swapaxes(y, -1, -2).reshape(*lead, c)
+
+
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+    """PyTorch's `nn.MaxPool2d(2, 2)` of NHWC `x` with even height and width."""
+    n, h, w, c = x.shape
+    return jnp.max(x.reshape(n, h // 2, 2, w // 2, 2, c), axis=(2, 4))
+
+
 class LoopMixedOp(nn.Module):
-    """Reference mixed op: one module per candidate, sum_k w[k] * op_k(x)."""
+    """Reference mixed op: one module per candidate, sum_k w[k] * op_k(x).
+
+    partial_channels=K > 1 (PC-DARTS): the ops are built for C/K channels and see
+    x[..., :C/K]; the rest bypasses them (2x2 max pool when strided), the two parts are
+    concatenated and `channel_shuffle`d with K groups. The bypass is scaled by sum_k w[k]
+    (1 for softmax and one-hot weights), so that weights with an edge weight folded in,
+    beta * w[k], scale the whole edge output by beta as PC-DARTS' edge normalisation does.
+    """
 
     channels: int
     stride: int
     primitives: Sequence[str] = PRIMITIVES
+    partial_channels: int = 1
 
     @nn.compact
     def __call__(self, x: jax.Array, w: jax.Array, train: bool) -> jax.Array:
+        k_pc = self.partial_channels
+        c_op = self.channels // k_pc
+        x_op = x if k_pc == 1 else x[..., :c_op]
         out = 0.0
         for k, name in enumerate(self.primitives):
-            y = ops_lib.OPS[name](self.channels, self.stride, False, name=name)(x, train)
+            y = ops_lib.OPS[name](c_op, self.stride, False, name=name)(x_op, train)
             if "pool" in name:
                 y = StackedBatchNorm(name=f"{name}_bn")(y[None], train)[0]
             out = out + w[k].astype(x.dtype) * y
-        return out
+        if k_pc == 1:
+            return out
+        rest = x[..., c_op:]
+        if self.stride != 1:
+            if rest.shape[1] % 2 or rest.shape[2] % 2:
+                raise ValueError(f"partial_channels={k_pc}: a stride-2 edge needs an even "
+                                 f"height and width to 2x2-pool its bypass, got "
+                                 f"{rest.shape[1]}x{rest.shape[2]}")
+            rest = max_pool_2x2(rest)
+        rest = jnp.sum(w).astype(x.dtype) * rest
+        return channel_shuffle(jnp.concatenate([out, rest], axis=-1), k_pc)
 
 
 class _IntermediateSource(nn.Module):
@@ -279,6 +320,7 @@ class SearchCell(nn.Module):
     primitives: Sequence[str] = PRIMITIVES
     mixed_op: str = "scan"
     impl: str = "auto"
+    partial_channels: int = 1
 
     @nn.compact
     def __call__(self, s0: jax.Array, s1: jax.Array, w: jax.Array, train: bool) -> jax.Array:
@@ -304,8 +346,9 @@ class SearchCell(nn.Module):
             else:
                 for j in targets:
                     e = cells.edge_index(src, j)
-                    nodes[j] = nodes[j] + LoopMixedOp(c, stride, tuple(self.primitives),
-                                                      name=f"edge_{e}")(states[src], w[e], train)
+                    nodes[j] = nodes[j] + LoopMixedOp(
+                        c, stride, tuple(self.primitives), self.partial_channels,
+                        name=f"edge_{e}")(states[src], w[e], train)
             if src >= 1:  # node src-1 has now received all of its inputs
                 states.append(nodes[src - 1])
         return jnp.concatenate(states[-self.multiplier:], axis=-1)
@@ -350,11 +393,14 @@ class DartsSupernet(nn.Module):
     # default size (benchmarks/README.md): no lower XLA peak (it lies inside a cell's
     # backward pass), 27% more CPU per step; hence off by default.
     remat: bool = False
+    # PC-DARTS: 1/K of each edge's channels through its mixed op (LoopMixedOp); 1 = DARTS
+    partial_channels: int = 1
 
     @nn.compact
     def __call__(self, x: jax.Array, arch: dict, train: bool = True) -> jax.Array:
         if self.mixed_op not in MIXED_OPS:
             raise ValueError(f"mixed_op={self.mixed_op!r}: expected one of {MIXED_OPS}")
+        check_partial_channels(self.partial_channels, self.channels, self.mixed_op)
         if self.mixed_op != "loop" and tuple(self.primitives) != tuple(PRIMITIVES):
             raise ValueError(f"mixed_op={self.mixed_op!r} is built for the DARTS "
                              f"primitives {PRIMITIVES}; use mixed_op='loop' for others")
@@ -375,11 +421,23 @@ class DartsSupernet(nn.Module):
                 c *= 2
             cell = cell_cls(c, reduction, reduction_prev, self.steps, self.multiplier,
                               tuple(self.primitives), self.mixed_op, self.impl,
-                              name=f"cell_{i}")
+                              self.partial_channels, name=f"cell_{i}")
             s0, s1 = s1, cell(s0, s1, arch["reduce" if reduction else "normal"], train)
             reduction_prev = reduction
         pooled = jnp.mean(s1, axis=(1, 2))
         return nn.Dense(self.num_classes, name="classifier")(pooled)
+
+
+def check_partial_channels(k: Any, channels: int, mixed_op: str) -> None:
+    """ValueError unless `k` is a positive int dividing `channels`, and `mixed_op` is
+    "loop" when k > 1 (the stacked formulations have no channel split)."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"partial_channels={k!r}: expected a positive integer")
+    if k > 1 and mixed_op != "loop":
+        raise ValueError(f"partial_channels={k} needs mixed_op='loop', got "
+                         f"mixed_op={mixed_op!r}")
+    if channels % k:
+        raise ValueError(f"partial_channels={k} must divide channels={channels}")
 
 
 def arch_shape(steps: int = 4, primitives: Sequence[str] = PRIMITIVES) -> dict:

@@ -1,0 +1,28 @@
+"""PC-DARTS search on the embedded digits: experiments/darts_digits.py's data, optimizers,
+length and warm-up (15 of 30 epochs weights only, as PC-DARTS), with config.method =
+"pcdarts": 1/K of every edge's channels through its mixed op (K =
+pcdarts.partial_channels = 4, the rest bypassed and channel-shuffled) and edge
+normalisation (a softmax over the edges into each node weighting each edge, in the forward
+pass and in the derivation by alpha * beta; jaxnas.strategies.pcdarts).
+
+Run:
+  jaxnas search --config experiments/pcdarts_digits.py --workdir runs/pcdarts_digits
+
+Partial channels exist in the loop formulation of the mixed op only (model.mixed_op =
+"loop"); model.channels = 8 gives each mixed op 2 channels. Only the tiny end-to-end
+check has been run (--config.num_steps=4 --config.model.layers=3, tests); the full
+search is not measured yet.
+"""
+
+import ml_collections
+
+from experiments import darts_digits
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = darts_digits.get_config()
+    config.method = "pcdarts"
+    config.model.mixed_op = "loop"  # the formulation with the channel split
+    config.pcdarts = ml_collections.ConfigDict()
+    config.pcdarts.partial_channels = 4
+    return config
