@@ -28,6 +28,8 @@ import os
 import re
 from typing import Any, Mapping, Sequence
 
+import numpy as np
+
 log = logging.getLogger("jaxnas")
 
 _SPLITS = ("train", "val", "test")
@@ -72,7 +74,13 @@ def op_names_of(config: Any) -> tuple[str, ...] | None:
 
 
 def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    """A real number as float (numpy scalars and 0-d arrays too); None otherwise."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float,
+                                                                       np.number)):
+        return None
+    if isinstance(value, np.complexfloating):
         return None
     return float(value)
 
@@ -84,10 +92,13 @@ def arch_scalars(weights: Any, op_names: Sequence[str] | None = None
     cells = weights if isinstance(weights, Mapping) else {"cell": weights}
     out = {}
     for cell, rows in cells.items():
-        if not (isinstance(rows, (list, tuple)) and rows
-                and all(isinstance(r, (list, tuple)) for r in rows)):
+        try:  # nested lists (metrics.jsonl) or arrays (the loop's records)
+            rows = np.asarray(rows, np.float64)
+        except (TypeError, ValueError):
             return {}
-        k = len(rows[0])
+        if rows.ndim != 2 or rows.size == 0:
+            return {}
+        k = rows.shape[1]
         ops = (list(op_names) if op_names is not None and len(op_names) == k
                else [f"op{i}" for i in range(k)])
         out[str(cell)] = {edge: {op: float(v) for op, v in zip(ops, row)}

@@ -40,8 +40,8 @@ class ToyWithArch(test_loop.Toy):
             logits = np.outer(np.arange(1, 5), np.resize(w, 8))  # 4 edges x 8 ops
             p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
             return {**evaluate(state, step),
-                    "arch_weights": {"normal": p[:2].round(6).tolist(),
-                                     "reduce": p[2:].round(6).tolist()}}
+                    "arch_weights": {"normal": p[:2].round(6),  # arrays, as the
+                                     "reduce": p[2:].round(6)}}  # DARTS runner's
 
         def maybe_killed():
             if self.kill_before is not None and feed.n + 1 == self.kill_before:
@@ -190,3 +190,34 @@ def test_config_switch_is_a_loaded_default_and_validated(tmp_path):
         config.tensorboard = "yes"
     with pytest.raises(C.ConfigError, match=r"config.tensorboard='yes' is not allowed"):
         methods.validate(config)
+
+
+@pytest.mark.slow
+def test_a_tiny_darts_search_writes_its_op_weights(tmp_path, digits_data_dir):
+    """The README's Python API search at test_api's tiny size (the same compiled
+    programs): its event files hold metrics.jsonl's numbers, op weights under DARTS'
+    op names and edges."""
+    import test_api
+
+    from jaxnas import config as C
+    from jaxnas import search
+
+    path = "experiments/darts_digits.py"
+    cfg = C.load_config(os.path.join(test_api.ROOT, path))
+    C.apply_overrides(cfg, [*test_api.TINY[path], "num_steps=20", "eval_every=10",
+                            f"data.data_dir={digits_data_dir}"])
+    search.run(cfg, str(tmp_path))
+    shown = read_events(tmp_path)
+    records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert sorted(shown["train/loss"]) == [r["step"] for r in records]
+    evals = [r for r in records if "arch_weights" in r]
+    assert [r["step"] for r in evals] == [10, 20]
+    for r in evals:
+        for cell in ("normal", "reduce"):  # one node: edges from c[k-2] and c[k-1]
+            for e, edge in enumerate(("n0_from_c_k-2", "n0_from_c_k-1")):
+                for k, op in enumerate(OPS):
+                    assert shown[f"arch/{cell}/{edge}/{op}"][r["step"]] == \
+                        np.float32(r["arch_weights"][cell][e][k])
+        assert shown["val/accuracy"][r["step"]] == np.float32(r["val_accuracy"])
+        assert shown["optim/hypergrad_norm"][r["step"]] == np.float32(
+            r["hypergrad_norm"])
