@@ -157,3 +157,11 @@ def test_config_rules():
     config.proxyless.cost = "latency"
     with pytest.raises(ConfigError, match=r"proxyless.cost='latency'.*'params'"):
         methods.validate(config)
+    from experiments import nb201_darts_digits
+    config = nb201_darts_digits.get_config()
+    config.method = "proxyless"
+    config.proxyless = proxyless_digits.get_config().proxyless
+    with pytest.raises(ConfigError, match=r"cost='params' .*model.space='nb201'"):
+        methods.validate(config)
+    config.proxyless.cost = "none"
+    methods.validate(config)

@@ -69,6 +69,18 @@ PCDARTS = _register("pcdarts", "PC-DARTS",
 # ProxylessNAS' resource term: "none", or "params" (each op's parameter count, in
 # millions: jaxnas.strategies.proxyless.op_param_table) times cost_weight
 PROXYLESS_COSTS = ("none", "params")
+
+
+def _check_proxyless(config: ml_collections.ConfigDict) -> None:
+    """The parameter table is of the DARTS cell ops: other spaces search without it."""
+    darts_rules.check(config)
+    space = config.model.get("space", "darts")
+    if config.proxyless.cost == "params" and space != "darts":
+        raise ConfigError(f"config.proxyless.cost='params' is not allowed with "
+                          f"model.space={space!r}: expected 'none' (the parameter table "
+                          "is built for the DARTS cell ops)")
+
+
 PROXYLESS = _register("proxyless", "ProxylessNAS",
                       {"proxyless.cost": C.choice(*PROXYLESS_COSTS),
-                       "proxyless.cost_weight": C.non_negative()}, darts_rules.check)
+                       "proxyless.cost_weight": C.non_negative()}, _check_proxyless)

@@ -56,6 +56,8 @@ class EdgeNormalizedSpace:
         return alphas
 
     def __getattr__(self, name: str) -> Any:
+        if name == "base":  # not set yet (copy, unpickling): no recursion through base
+            raise AttributeError(name)
         return getattr(self.base, name)
 
 
