@@ -132,6 +132,23 @@ def _stacked_init(kind: str, spec: space_lib.LayerSpec):
 
     return init
 
+def stacked_variables(module: nn.Module, spec: space_lib.LayerSpec) -> tuple[dict, dict]:
+    """A layer's six stacked candidates' parameters and running-statistics variables,
+    created in ``module`` (inside its compact ``__call__``; also the mixed layers of
+    `jaxnas.supernet.chain_mixed`, so both share one parameter layout)."""
+    k, h, c_out = NUM_CANDIDATES, _hidden(spec), spec.out_channels
+    p = {
+        "expand": module.param("expand", _stacked_init("expand", spec),
+                               (k, spec.in_channels, h)),
+        "dw": module.param("dw", _stacked_init("dw", spec), (k, MAX_KERNEL ** 2, h)),
+        "project": module.param("project", _stacked_init("project", spec),
+                                (k, h, c_out)),
+    }
+    bn, stat_vars = bn_variables(module, spec, {"bn1": h, "bn2": h, "bn3": c_out}, (k,))
+    p.update(bn)
+    return p, stat_vars
+
+
 class ChoiceLayer(nn.Module):
     """One searchable layer: six stacked inverted-residual candidates."""
 
@@ -143,17 +160,8 @@ class ChoiceLayer(nn.Module):
     @nn.compact
     def __call__(self, x: Array, choice: Array, train: bool) -> Array:
         spec, k = self.spec, NUM_CANDIDATES
-        h, c_out = _hidden(spec), spec.out_channels
-        p = {
-            "expand": self.param("expand", _stacked_init("expand", spec),
-                                 (k, spec.in_channels, h)),
-            "dw": self.param("dw", _stacked_init("dw", spec), (k, MAX_KERNEL ** 2, h)),
-            "project": self.param("project", _stacked_init("project", spec),
-                                  (k, h, c_out)),
-        }
-        bn, stat_vars = bn_variables(self, spec, {"bn1": h, "bn2": h, "bn3": c_out},
-                                     (k,))
-        p.update(bn)
+        c_out = spec.out_channels
+        p, stat_vars = stacked_variables(self, spec)
         stats = {n: v.value for n, v in stat_vars.items()}
         common = dict(stride=spec.stride, residual=spec.residual, train=train,
                       momentum=self.bn_momentum, impl=self.impl)
