@@ -85,6 +85,25 @@ def expected_cost(probs: Array, table: Array) -> Array:
     return jnp.sum(probs * t, axis=(-2, -1))
 
 
+def with_expected_cost(relaxation: Any, table: Any, weight: float) -> Any:
+    """``relaxation`` (`jaxnas.relax.Relaxation`) with ``weight * expected_cost(
+    relaxation.expected(alphas), table)`` added to its penalty: the expected-cost
+    (latency) loss of ProxylessNAS on the architecture objective of any bilevel
+    method, under that method's own expected op weights (softmax for DARTS, GDAS and
+    SNAS, sigmoids for FairDARTS, the Dirichlet mean for DrNAS).  ``table`` is shaped
+    like the alphas (a pytree of them: one table per leaf)."""
+    base = relaxation.penalty
+
+    def penalty(alphas, step):
+        probs = relaxation.expected(alphas)
+        cost = sum(expected_cost(p, t) for p, t in
+                   zip(jax.tree.leaves(probs), jax.tree.leaves(table)))
+        extra = weight * cost
+        return extra if base is None else base(alphas, step) + extra
+
+    return relaxation._replace(penalty=penalty)
+
+
 def check_budget(fixed: float, table: np.ndarray, budget: float,
                  name: str = "budget") -> None:
     """ValueError when even the cheapest architecture of the table exceeds ``budget``
@@ -272,3 +291,16 @@ def load_latency_table(path: str, space: space_lib.ChainSpace | None = None,
         raise ValueError(f"{path}: the table must be positive of shape "
                          f"({layers}, {len(space_lib.CHOICES)}), got {table.shape}")
     return record
+
+
+def config_table(section: Any, space: space_lib.ChainSpace, num_classes: int,
+                 image_size: int) -> tuple[float, np.ndarray]:
+    """``(fixed, table)`` a config's ``hardware`` section names: ``cost`` "params",
+    "macs", or "latency" with the JSON file ``latency_table`` (refused when measured
+    for another space or input, `load_latency_table`)."""
+    if section.cost == "latency":
+        record = load_latency_table(section.latency_table, space, num_classes,
+                                    image_size)
+        return latency_table(record)
+    fixed, table = chain_tables(space, num_classes, image_size)[section.cost]
+    return float(fixed), np.asarray(table, np.float64)

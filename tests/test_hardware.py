@@ -92,3 +92,46 @@ def test_additive_latency_model_ranks_whole_networks():
     predicted = np.asarray(predict(jnp.asarray(paths, jnp.int32)))
     rho = stats.spearmanr(predicted, measured).statistic
     assert rho > 0.6, (rho, predicted, measured)
+
+
+def test_with_expected_cost_adds_the_cost_under_the_relaxations_expected_weights():
+    from jaxnas import relax
+
+    table = np.array([[1.0, 5.0, 2.0], [4.0, 0.5, 3.0]])
+    alphas = jnp.array([[0.3, -0.2, 0.1], [0.0, 0.4, -0.5]])
+    fair = relax.sigmoid_relaxation(10.0)  # FairDARTS: its own zero-one penalty
+    both = hardware.with_expected_cost(fair, table, 0.5)
+    want = fair.penalty(alphas, 0) + 0.5 * jnp.sum(jax.nn.sigmoid(alphas) * table)
+    np.testing.assert_allclose(float(both.penalty(alphas, 0)), float(want), rtol=1e-6)
+    soft = hardware.with_expected_cost(relax.softmax_relaxation(), table, 2.0)
+    g = jax.grad(lambda a: soft.penalty(a, 0))(alphas)
+    p = jax.nn.softmax(alphas, -1)  # d/da_j sum_i p_i t_i = p_j (t_j - sum_i p_i t_i)
+    want_g = 2.0 * p * (table - jnp.sum(p * table, -1, keepdims=True))
+    np.testing.assert_allclose(np.asarray(g), np.asarray(want_g), rtol=1e-5, atol=1e-7)
+
+
+def test_darts_on_the_chain_space_with_a_dominant_cost_derives_the_cheapest_path(
+        tmp_path, digits_data_dir):
+    """config.hardware through `jaxnas search`: with the parameter cost weighted far
+    above the loss, first-order DARTS derives each layer's smallest block (the same
+    run with weight 0 derived [0, 3]: the second layer's choice is the cost's)."""
+    import json
+    import os
+
+    from jaxnas import config as config_lib
+    from jaxnas import search
+
+    cfg = config_lib.load_config(os.path.join(os.path.dirname(__file__), "..",
+                                              "experiments", "darts_chain_digits.py"))
+    config_lib.apply_overrides(cfg, [
+        "model.stem_channels=4", "model.widths=(4,6)", "model.depths=(1,1)",
+        "model.strides=(1,2)", "model.head_channels=8", "darts.warmup_epochs=0",
+        "num_steps=12", "checkpoint_every=100", "data.batch_size=16",
+        "hardware.weight=1.0", f"data.data_dir={digits_data_dir}"])
+    search.run(cfg, str(tmp_path))
+    saved = json.loads((tmp_path / "genotype.json").read_text())
+    space = space_lib.ChainSpace(stem_channels=4, widths=(4, 6), depths=(1, 1),
+                                 strides=(1, 2), head_channels=8, in_channels=1)
+    table = space_lib.param_table(space, 10)[1]
+    genotype = saved["genotype"]
+    assert genotype["path"] == [int(i) for i in table.argmin(axis=1)], genotype

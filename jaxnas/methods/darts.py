@@ -47,6 +47,8 @@ def check(config: ml_collections.ConfigDict) -> None:
     """The supernet's rules (by `model.space`), the optional `early_stop` section and
     the cross-key rules of a DARTS config (every bilevel method's check calls it)."""
     supernets.check_model(config)
+    from jaxnas.methods import hardware_loss
+    hardware_loss.check(config)  # the optional expected-cost loss (chain space)
     if "early_stop" in config:
         C.validate(config, EARLY_STOP_RULES, required=list(EARLY_STOP_RULES))
         unknown = sorted(set(config.early_stop.keys())

@@ -31,7 +31,27 @@ MODEL_RULES: dict[str, dict[str, C.Rule]] = {
         "model.mixed_op": C.choice_from("jaxnas.supernet.nb201", "MIXED_OPS"),
         "model.affine": C.Rule(lambda v: isinstance(v, bool), "True or False"),
     },
+    # the chain space with soft op weights (jaxnas.supernet.chain_mixed): L layers of
+    # six inverted-residual blocks (the one-shot methods' model keys, less dispatch,
+    # plus the input's channels, which fix the stem)
+    "chain": {
+        "model.stem_channels": C.positive(int),
+        "model.widths": C.Rule(lambda v: _ints(v, lambda x: x > 0), "a non-empty "
+                               "tuple of positive integers (one width per stage)"),
+        "model.depths": C.Rule(lambda v: _ints(v, lambda x: x > 0), "a non-empty "
+                               "tuple of positive integers (layers per stage)"),
+        "model.strides": C.Rule(lambda v: _ints(v, lambda x: x in (1, 2)), "a non-empty "
+                                "tuple of 1s and 2s (each stage's first stride)"),
+        "model.head_channels": C.positive(int),
+        "model.stem_stride": C.choice(1, 2),
+        "model.in_channels": C.positive(int),
+    },
 }
+
+
+def _ints(v, ok) -> bool:
+    return (isinstance(v, (tuple, list)) and len(v) > 0
+            and all(isinstance(x, int) and not isinstance(x, bool) and ok(x) for x in v))
 
 
 def space_name(config: ml_collections.ConfigDict) -> str:

@@ -86,10 +86,19 @@ MODEL_OPTIONS = {
 }
 
 
-def build(config: ml_collections.ConfigDict, num_classes: int, steps_per_epoch: int):
-    """The supernet and the strategy of `config.method` a config describes."""
+def build(config: ml_collections.ConfigDict, num_classes: int, steps_per_epoch: int,
+          image_size: int | None = None):
+    """The supernet and the strategy of `config.method` a config describes (with
+    `config.hardware`: the expected-cost loss of the chain space's table for
+    ``image_size`` inputs)."""
     o, d = config.optim, config.darts
     model, space = supernets.build(config.model, num_classes)
+    cost = None
+    if "hardware" in config:
+        from jaxnas import hardware
+        table = hardware.config_table(config.hardware, space.space, num_classes,
+                                      image_size)[1]
+        cost = (table, config.hardware.weight)
     method = config.get("method", "darts")
     if method in MODEL_OPTIONS:
         model = MODEL_OPTIONS[method](model, config)
@@ -103,7 +112,8 @@ def build(config: ml_collections.ConfigDict, num_classes: int, steps_per_epoch: 
         unroll_momentum=d.unroll_momentum, fd_eps=d.fd_eps,
         implicit_iters=d.implicit_iters, implicit_damping=d.implicit_damping,
         neumann_alpha=d.neumann_alpha,
-        warmup_steps=d.warmup_epochs * steps_per_epoch, space=space)
+        warmup_steps=d.warmup_epochs * steps_per_epoch, space=space,
+        hardware_cost=cost)
     return model, strategy
 
 
@@ -165,7 +175,8 @@ class Hooks(loop_lib.Hooks):
         steps_per_epoch, _, stop = loop_lib.epochs_to_steps(
             config, min(len(data.train), len(data.val)), b,
             "the smaller half of the bilevel split")
-        model, strategy = build(config, data.num_classes, steps_per_epoch)
+        model, strategy = build(config, data.num_classes, steps_per_epoch,
+                                image_size=data.image_shape[0])
         shape = (b,) + data.image_shape
         train_it, to_global = common.sharded_batches(
             data.train, data, config, mesh, seed=config.seed, augment=True)

@@ -74,21 +74,6 @@ class SearchState(struct.PyTreeNode):
     count: jax.Array     # int32[]: evaluations so far
 
 
-def cost_table(config: ml_collections.ConfigDict, space: space_lib.ChainSpace,
-               num_classes: int, image_size: int) -> tuple[float, np.ndarray]:
-    """``(fixed, table)`` of ``config.hardware.cost``; a latency table measured for
-    another space or input is refused (`hardware.load_latency_table`)."""
-    h = config.hardware
-    if h.cost == "latency":
-        record = hardware.load_latency_table(h.latency_table, space, num_classes,
-                                             image_size)
-        log.info("latency table of %s (%s), batch %d", record["device_kind"],
-                 h.latency_table, record["batch"])
-        return hardware.latency_table(record)
-    fixed, table = hardware.chain_tables(space, num_classes, image_size)[h.cost]
-    return float(fixed), np.asarray(table, np.float64)
-
-
 def history_size(config: ml_collections.ConfigDict) -> int:
     p = config.population
     per_round = p.batch_size if p.strategy == "evolution" else p.size
@@ -121,7 +106,8 @@ class Hooks(loop_lib.Hooks):
             raise config_lib.ConfigError(
                 f"config.population.proxy_batch={p.proxy_batch} is not allowed: "
                 f"expected at most the {len(data.train)} training images")
-        fixed, table = cost_table(config, space, data.num_classes, height)
+        fixed, table = hardware.config_table(config.hardware, space, data.num_classes,
+                                             height)
         budget = float(h.budget)
         if budget > 0:  # an impossible budget is refused before anything compiles
             try:

@@ -30,4 +30,13 @@ def build(model_config: ml_collections.ConfigDict, num_classes: int) -> tuple[An
         model = NB201Supernet(C=m.channels, N=m.layers, num_classes=num_classes,
                               mixed_op=m.mixed_op, affine=m.affine)
         return model, NB201Space(num_classes=num_classes)
+    if name == "chain":
+        from jaxnas.spaces.chain import ChainSearchSpace, ChainSpace
+        from jaxnas.supernet.chain_mixed import ChainMixedSupernet
+        space = ChainSpace(stem_channels=m.stem_channels, widths=tuple(m.widths),
+                           depths=tuple(m.depths), strides=tuple(m.strides),
+                           head_channels=m.head_channels, stem_stride=m.stem_stride,
+                           in_channels=m.in_channels)
+        return (ChainMixedSupernet(space, num_classes),
+                ChainSearchSpace(space, num_classes))
     raise AssertionError(f"no builder for space {name!r}")  # space_name checked it

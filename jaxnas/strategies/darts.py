@@ -42,8 +42,8 @@ def darts(model: nn.Module, *, estimator: str = "first_order",
           unroll_momentum: bool = False, fd_eps: float = 0.01,
           implicit_iters: int = 5, implicit_damping: float = 0.0,
           neumann_alpha: float = 0.01, warmup_steps: int = 0, space: Any = None,
-          relax: relax_lib.Relaxation | None = None, joint: bool = False
-          ) -> BilevelStrategy:
+          relax: relax_lib.Relaxation | None = None, joint: bool = False,
+          hardware_cost: tuple[Any, float] | None = None) -> BilevelStrategy:
     """Builds the DARTS strategy for `model` (a supernet taking op weights as an input).
 
     Args:
@@ -62,6 +62,9 @@ def darts(model: nn.Module, *, estimator: str = "first_order",
         change only these are a few lines over `darts` (see `fairdarts`).
       joint: the core's single-level step (SNAS): weights and alphas on the training
         loss together.
+      hardware_cost: ``(table, weight)``: adds ``weight`` times the expected table cost
+        under the relaxation's expected op weights to the architecture objective
+        (`jaxnas.hardware.with_expected_cost`; `config.hardware.*`).
     """
     hypergradient = estimators.get(
         estimator, fd_eps=fd_eps, implicit_iters=implicit_iters,
@@ -71,7 +74,11 @@ def darts(model: nn.Module, *, estimator: str = "first_order",
     if space is None:
         space = DartsSpace(primitives=tuple(model.primitives), steps=model.steps,
                            multiplier=model.multiplier)
-    return bilevel(model, space, relax=relax or relax_lib.softmax_relaxation(),
+    relax = relax or relax_lib.softmax_relaxation()
+    if hardware_cost is not None:
+        from jaxnas import hardware
+        relax = hardware.with_expected_cost(relax, *hardware_cost)
+    return bilevel(model, space, relax=relax,
                    hypergrad=hypergradient,
                    w_tx=weight_optimizer(schedule, momentum=w_momentum,
                                          weight_decay=w_weight_decay, grad_clip=grad_clip),
