@@ -135,3 +135,29 @@ def test_darts_on_the_chain_space_with_a_dominant_cost_derives_the_cheapest_path
     table = space_lib.param_table(space, 10)[1]
     genotype = saved["genotype"]
     assert genotype["path"] == [int(i) for i in table.argmin(axis=1)], genotype
+
+
+@pytest.mark.parametrize("override, match", [
+    ("model.space=darts", "config.hardware is not allowed with model.space='darts'"),
+    ("hardware.cost=latency", "config.hardware.latency_table=''"),
+    ("hardware.weight=-1.0", "config.hardware.weight=-1.0"),
+])
+def test_bilevel_hardware_section_refused_before_any_work(override, match):
+    import os
+
+    from jaxnas import config as config_lib
+    from jaxnas import search
+    from jaxnas.errors import ConfigError
+
+    cfg = config_lib.load_config(os.path.join(os.path.dirname(__file__), "..",
+                                              "experiments", "darts_chain_digits.py"))
+    if override == "model.space=darts":  # the DARTS supernet's config with the section
+        darts_cfg = config_lib.load_config(os.path.join(
+            os.path.dirname(__file__), "..", "experiments", "darts_digits.py"))
+        with darts_cfg.unlocked():
+            darts_cfg.hardware = cfg.hardware
+        cfg = darts_cfg
+    else:
+        config_lib.apply_overrides(cfg, [override])
+    with pytest.raises(ConfigError, match=match):
+        search.validate_config(cfg)
