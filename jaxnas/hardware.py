@@ -298,6 +298,11 @@ def config_table(section: Any, space: space_lib.ChainSpace, num_classes: int,
     """``(fixed, table)`` a config's ``hardware`` section names: ``cost`` "params",
     "macs", or "latency" with the JSON file ``latency_table`` (refused when measured
     for another space or input, `load_latency_table`)."""
+    if section.cost == "params":
+        fixed, table = space_lib.param_table(space, num_classes)
+        return float(fixed), np.asarray(table, np.float64)
+    if image_size is None:
+        raise ValueError(f"config.hardware.cost={section.cost!r} needs the input size")
     if section.cost == "latency":
         record = load_latency_table(section.latency_table, space, num_classes,
                                     image_size)

@@ -65,6 +65,13 @@ def test_latency_table_measured_saved_and_refused_for_another_space(tmp_path):
                                  strides=(2,), head_channels=8, in_channels=1)
     with pytest.raises(ValueError, match="measured for space="):
         hardware.load_latency_table(path, other)
+    # what a config's hardware section reads (proxy_search, the bilevel loss)
+    import ml_collections
+    section = ml_collections.ConfigDict({"cost": "latency", "latency_table": path})
+    got_fixed, got = hardware.config_table(section, SPACE, 3, 8)
+    assert got_fixed == fixed and np.array_equal(got, table)
+    with pytest.raises(ValueError, match="measured for space="):
+        hardware.config_table(section, other, 3, 8)
     with pytest.raises(ValueError, match="measured for image_size=8"):
         hardware.load_latency_table(path, SPACE, 3, 16)
     (tmp_path / "bad.json").write_text('{"table": []}')
