@@ -1,0 +1,68 @@
+"""ENAS on the chain supernet: the trained path is the controller's sample, and the
+controller's update is REINFORCE on the sampled paths' validation accuracy with the
+updated shared weights."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxnas.losses import accuracy
+from jaxnas.spaces import chain as space_lib
+from jaxnas.strategies import reinforce
+from jaxnas.strategies.enas import enas
+from jaxnas.supernet import chain as sn
+
+SPACE = space_lib.ChainSpace(stem_channels=4, widths=(4, 6), depths=(1, 1),
+                             strides=(1, 2), head_channels=8, in_channels=1)
+
+
+def test_enas_trains_the_sampled_path_and_rewards_validation_accuracy():
+    model = sn.ChainSupernet(SPACE, 3)
+    strategy = enas(model, controller="factorised", controller_batch=4,
+                    controller_lr=0.1, learning_rate=0.5)
+    k = jax.random.split(jax.random.key(0), 4)
+    train = {"image": jax.random.normal(k[0], (8, 8, 8, 1)),
+             "label": jax.random.randint(k[1], (8,), 0, 3)}
+    val = {"image": jax.random.normal(k[2], (64, 8, 8, 1)),
+           "label": jax.random.randint(k[3], (64,), 0, 3)}
+    state0 = jax.jit(strategy.init)(jax.random.key(1), train["image"][:1])
+    target = jnp.array([2, 5])
+    # a policy that samples `target` with probability ~1: the trained path is it
+    sure = state0.replace(controller=state0.controller.replace(
+        logits=50.0 * jax.nn.one_hot(target, 6)))
+    step = jax.jit(strategy.step)
+    sure1, _ = step(sure, train, val)
+    np.testing.assert_array_equal(np.asarray(sure1.counts),
+                                  np.asarray(jax.nn.one_hot(target, 6, dtype=jnp.int32)))
+    np.testing.assert_array_equal(np.asarray(strategy.derive(sure1)), np.asarray(target))
+
+    # the controller's update, recomputed: the same sampled paths, each scored on the
+    # validation batch with the updated weights, then reinforce.tell (after a few
+    # steps, so that the paths' accuracies differ and the update is not zero)
+    for _ in range(6):
+        state0, _ = step(state0, train, val)
+    state1, metrics = step(state0, train, val)
+    _, k_ask = jax.random.split(state0.key)
+    paths, _ = reinforce.ask(k_ask, state0.controller)
+
+    @jax.jit
+    def expected(state1):
+        def acc(path):
+            logits, _ = model.apply({"params": state1.params,
+                                     "batch_stats": state1.batch_stats}, val["image"],
+                                    path, train=True, mutable=["batch_stats"])
+            return accuracy(logits, val["label"])
+        r = jax.vmap(acc)(paths)
+        return r, reinforce.tell(state0.controller, paths, r).logits
+
+    r, logits = expected(state1)
+    np.testing.assert_allclose(float(metrics["reward_mean"]), float(jnp.mean(r)),
+                               rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(state1.controller.logits), np.asarray(logits),
+                               rtol=1e-5, atol=1e-7)
+    assert np.ptp(np.asarray(r)) > 0, r
+    assert int(state1.counts.sum()) == 7 * SPACE.num_layers
+    assert not np.allclose(np.asarray(state1.controller.logits),
+                           np.asarray(state0.controller.logits))
