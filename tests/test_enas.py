@@ -4,10 +4,17 @@ updated shared weights."""
 
 from __future__ import annotations
 
+import json
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
+from jaxnas import config as config_lib
+from jaxnas import search
+from jaxnas.errors import ConfigError
 from jaxnas.losses import accuracy
 from jaxnas.spaces import chain as space_lib
 from jaxnas.strategies import reinforce
@@ -66,3 +73,33 @@ def test_enas_trains_the_sampled_path_and_rewards_validation_accuracy():
     assert int(state1.counts.sum()) == 7 * SPACE.num_layers
     assert not np.allclose(np.asarray(state1.controller.logits),
                            np.asarray(state0.controller.logits))
+
+
+EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "experiments", "enas_digits.py")
+
+
+def _config(*overrides):
+    cfg = config_lib.load_config(EXAMPLE)
+    config_lib.apply_overrides(cfg, list(overrides))
+    return cfg
+
+
+def test_bad_enas_configs_refused_before_any_work():
+    for override, match in (("enas.controller=rnn", "config.enas.controller='rnn'"),
+                            ("enas.baseline_decay=1.0", "config.enas.baseline_decay"),
+                            ("enas.controller_batch=0", "config.enas.controller_batch")):
+        with pytest.raises(ConfigError, match=match):
+            search.validate_config(_config(override))
+
+
+@pytest.mark.slow
+def test_tiny_enas_search_end_to_end(tmp_path, digits_data_dir):
+    cfg = _config("model.stem_channels=4", "model.widths=(4,6)", "model.depths=(1,1)",
+                  "model.strides=(1,2)", "model.head_channels=8", "num_steps=4",
+                  "eval_every=2", "checkpoint_every=2", "enas.controller_batch=2",
+                  f"data.data_dir={digits_data_dir}")
+    results = search.run(cfg, str(tmp_path))
+    saved = json.loads((tmp_path / "genotype.json").read_text())
+    assert saved["genotype"] == results["genotype"] and saved["steps"] == 4
+    assert np.asarray(saved["counts"]).sum() == 4 * 2  # one path a step, 2 layers
+    assert 0 < saved["path_probability"] <= 1
