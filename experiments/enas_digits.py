@@ -11,7 +11,19 @@ and the 8 paths' accuracies on a validation batch reward the controller (REINFOR
 Adam 0.0035, entropy 1e-4, baseline decay 0.99; ENAS' values). 20 epochs (220 steps).
 Every epoch the controller's most likely path is evaluated on the whole validation
 half (running statistics); genotype.json holds it, retrainable with
-experiments/train_chain_digits.py. Not measured yet.
+experiments/train_chain_digits.py.
+
+Measured (seed 0, 2 CPU cores shared with other jobs, load 15): 37 s to the end of the
+first step (compilation included), 0.43 s a step, about 3 minutes in all. The
+controller concentrates fast: the most likely path's probability rises from 2e-5
+(uniform: 6^-6) to 0.25 at step 121 and ends at 0.10; its validation accuracy with
+the shared weights climbs 0.10-0.18 (steps 11-66) -> 0.60 (110) -> 0.89 (220), with
+the mean reward 0.91 at the end. The path it settles on, [k7 e6, k7 e3, k3 e6, k7 e3,
+k5 e6, k7 e6] (34,586 parameters), is also what the shared weights were trained on
+most: 105-164 of the 220 steps for four of its six layers' choices (per-choice counts
+in genotype.json) -- ENAS' rich-get-richer coupling of sampling and training, which
+this run shows and does not correct. No retraining or random baseline yet.
+Results: experiments/results/enas_digits/.
 """
 
 import ml_collections
