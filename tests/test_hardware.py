@@ -117,6 +117,7 @@ def test_with_expected_cost_adds_the_cost_under_the_relaxations_expected_weights
     np.testing.assert_allclose(np.asarray(g), np.asarray(want_g), rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow  # 35-45 s on the shared CPU; the penalty itself is tested above
 def test_darts_on_the_chain_space_with_a_dominant_cost_derives_the_cheapest_path(
         tmp_path, digits_data_dir):
     """config.hardware through `jaxnas search`: with the parameter cost weighted far
