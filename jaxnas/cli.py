@@ -315,7 +315,8 @@ def _prepare_own(args) -> None:
     print(f"{name}: {len(dataset.class_names)} classes, images "
           f"{'x'.join(map(str, dataset.image_shape))} uint8, {sizes}. Search it with "
           f"--config.data.dataset={name}"
-          + (f" --config.data.data_dir={args.data_dir}" if args.data_dir else ""))
+          + (f" --config.data.data_dir={own.resolve_data_dir(args.data_dir)}"
+             if args.data_dir else ""))
 
 
 def _quiet_unless_lead() -> None:
