@@ -9,9 +9,12 @@ Run:
   jaxnas search --config experiments/pcdarts_digits.py --workdir runs/pcdarts_digits
 
 Partial channels exist in the loop formulation of the mixed op only (model.mixed_op =
-"loop"); model.channels = 8 gives each mixed op 2 channels. Only the tiny end-to-end
-check has been run (--config.num_steps=4 --config.model.layers=3, tests); the full
-search is not measured yet.
+"loop"); model.channels = 8 gives each mixed op 2 channels. Only a tiny end-to-end run
+has been made (--config.num_steps=2 --config.model.channels=4 --config.model.layers=3
+--config.model.steps=1 --config.model.multiplier=1 --config.data.batch_size=16
+--config.darts.warmup_epochs=0: compile and first step 309 s on the shared 2-core CPU,
+then 3 steps/s; genotype.json holds the alphas and the betas); the full search is not
+measured yet. Memory and step time against DARTS: benchmarks/results/2026-12-01-family.
 """
 
 import ml_collections
