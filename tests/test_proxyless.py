@@ -1,8 +1,8 @@
 """ProxylessNAS: binary gates (one-hot value, the paper's gradient), the estimator against
 brute force over every gate sample (exact for losses linear in each edge's gate; for a
-quadratic in one gate the gap is the closed form below; float32, so tolerances are float32 rounding), the sampling
-distribution, the
-expected-cost term and op parameter table by hand, and one strategy step."""
+quadratic in one gate the gap is the closed form below; float32, so tolerances are
+float32 rounding), the sampling distribution, the expected-cost term and op parameter
+table by hand, one strategy step, config refusals."""
 
 import itertools
 

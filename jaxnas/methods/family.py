@@ -1,6 +1,6 @@
 """Config rules of the gradient-based family over the bilevel core (GDAS, SNAS,
-FairDARTS, DrNAS, DARTS-, PC-DARTS, ProxylessNAS): DARTS' rules and checks plus each method's own section
-(`config.<method>.*`); `jaxnas.runners.darts` runs them all."""
+FairDARTS, DrNAS, DARTS-, PC-DARTS, ProxylessNAS): DARTS' rules and checks plus each
+method's own section (`config.<method>.*`); `jaxnas.runners.darts` runs them all."""
 
 from __future__ import annotations
 
