@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="devices; >1 shards the batch over a 1-D 'data' mesh (1). On the "
                    "CPU that many host devices are created (they share the cores)")
     g.add_argument("--json", default=None, metavar="PATH",
-                   help="write one JSON record per measurement (JSON lines) to PATH")
+                   help="append one JSON record per measurement (JSON lines) to PATH (an earlier run's records are kept)")
     g.add_argument("--only", default=None,
                    help="comma list of record names or name prefixes to run")
     g.add_argument("--timeout", type=float, default=0,
@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         print("jaxnas bench: --only selects no record of this suite", file=sys.stderr)
         return 2
     child_argv = _child_argv(argv)
-    out = open(args.json, "w") if args.json else None
+    out = open(args.json, "a") if args.json else None
     records = []
     try:
         for i, name in enumerate(names, 1):
