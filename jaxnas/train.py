@@ -12,6 +12,7 @@ from typing import Any
 import ml_collections
 
 from jaxnas import config as C
+from jaxnas.methods import OPTIONAL_RULES
 from jaxnas.methods import train as train_rules
 
 COMMON_RULES = train_rules.COMMON_RULES
@@ -32,7 +33,8 @@ def validate_config(config: ml_collections.ConfigDict, kind: str = "darts") -> N
     if kind not in MODEL_RULES:
         raise ValueError(f"genotype kind {kind!r}: expected one of "
                          f"{', '.join(MODEL_RULES)}")
-    rules = {**COMMON_RULES, **MODEL_RULES[kind]}
+    # every loaded config carries the optional top-level keys (config.OPTIONAL_DEFAULTS)
+    rules = {**COMMON_RULES, **MODEL_RULES[kind], **OPTIONAL_RULES}
     unknown = sorted(set(C.flat_keys(config)) - set(rules))
     if unknown:
         shown = ", ".join(repr(k) for k in unknown[:5])
@@ -47,7 +49,7 @@ def validate_config(config: ml_collections.ConfigDict, kind: str = "darts") -> N
         raise C.ConfigError(
             f"config key(s) {shown}{more} are not retraining keys (is this a search "
             f"config?); allowed keys: {', '.join(rules)}")
-    C.validate(config, rules, required=list(rules))
+    C.validate(config, rules, required=[k for k in rules if k not in OPTIONAL_RULES])
     if config.optim.lr_min > config.optim.lr:
         raise C.ConfigError(f"config.optim.lr_min={config.optim.lr_min!r} is not "
                             f"allowed: expected at most optim.lr={config.optim.lr!r}")
