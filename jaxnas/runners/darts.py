@@ -172,9 +172,7 @@ class Hooks(loop_lib.Hooks):
     def build(self, config, mesh) -> loop_lib.Plan:
         data = common.load_data(config)
         b = config.data.batch_size
-        steps_per_epoch, _, stop = loop_lib.epochs_to_steps(
-            config, min(len(data.train), len(data.val)), b,
-            "the smaller half of the bilevel split")
+        steps_per_epoch, _, stop = loop_lib.bilevel_epochs_to_steps(config, data)
         model, strategy = build(config, data.num_classes, steps_per_epoch,
                                 image_size=data.image_shape[0])
         shape = (b,) + data.image_shape

@@ -35,9 +35,7 @@ class Hooks(loop_lib.Hooks):
     def build(self, config, mesh) -> loop_lib.Plan:
         data = common.load_data(config)
         b = config.data.batch_size
-        steps_per_epoch, _, stop = loop_lib.epochs_to_steps(
-            config, min(len(data.train), len(data.val)), b,
-            "the smaller half of the bilevel split")
+        steps_per_epoch, _, stop = loop_lib.bilevel_epochs_to_steps(config, data)
         space = build_space(config, data.image_shape[-1])
         m, o, e = config.model, config.optim, config.enas
         model = ChainSupernet(space, data.num_classes, dispatch="gather", impl=m.impl,

@@ -107,6 +107,14 @@ def epochs_to_steps(config: ml_collections.ConfigDict, examples: int, per_step: 
     return steps_per_epoch, total, stop
 
 
+def bilevel_epochs_to_steps(config: ml_collections.ConfigDict, data: Any
+                            ) -> tuple[int, int, int]:
+    """`epochs_to_steps` of a bilevel method: each step takes one batch from each half
+    of the split, so an epoch is the smaller half."""
+    return epochs_to_steps(config, min(len(data.train), len(data.val)),
+                           config.data.batch_size, "the smaller half of the bilevel split")
+
+
 def run(config: ml_collections.ConfigDict, workdir: str, hooks: Any) -> dict[str, Any]:
     """Runs or resumes `hooks`' method in `workdir`; returns (and, on process 0,
     writes to ``workdir/<hooks.results_file>``) its results."""

@@ -104,9 +104,7 @@ class _Study:
         self.config = config
         data = common.load_data(config)
         b = config.data.batch_size
-        self.steps_per_epoch, _, self.stop = loop_lib.epochs_to_steps(
-            config, min(len(data.train), len(data.val)), b,
-            "the smaller half of the bilevel split")
+        self.steps_per_epoch, _, self.stop = loop_lib.bilevel_epochs_to_steps(config, data)
         self.model, self.strategy = darts_runner.build(config, data.num_classes,
                                                        self.steps_per_epoch)
         o = config.optim
