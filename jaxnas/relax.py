@@ -307,19 +307,6 @@ def binary_gate_relaxation() -> Relaxation:
     return Relaxation(weights=weights, expected=softmax)
 
 
-def expected_cost_penalty(table: PyTree, weight: float) -> PenaltyFn:
-    """ProxylessNAS' resource term: weight * sum over every row of sum_k softmax(a)_k *
-    table_k, `table` a pytree like the alphas (or broadcasting to them) of per-op costs."""
-    def penalty(alphas: PyTree, step: Array) -> Array:
-        del step
-        terms = jax.tree.map(lambda a, t: jnp.sum(jax.nn.softmax(a, axis=-1)
-                                                  * jnp.asarray(t, a.dtype)),
-                             alphas, table)
-        return weight * sum(jax.tree.leaves(terms))
-
-    return penalty
-
-
 RELAXATIONS: dict[str, Callable[..., Relaxation]] = {
     "softmax": softmax_relaxation,
     "gumbel": gumbel_relaxation,

@@ -12,7 +12,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxnas import methods, relax
+from jaxnas import hardware, methods, relax
 from jaxnas.errors import ConfigError
 from jaxnas.spaces.ops import PRIMITIVES
 from jaxnas.strategies import proxyless as px
@@ -121,7 +121,8 @@ def test_op_parameter_table_by_hand_and_the_expected_cost_penalty():
     assert t["normal"].shape == (5, 8)
     alphas = {"normal": jnp.asarray(np.random.default_rng(0).normal(size=(5, 8))),
               "reduce": jnp.zeros((5, 8))}
-    pen = relax.expected_cost_penalty(t, 0.5)(alphas, 0)
+    pen = hardware.with_expected_cost(relax.binary_gate_relaxation(), t, 0.5).penalty(
+        alphas, 0)
     p = np.asarray(jax.nn.softmax(alphas["normal"], -1))
     want = 0.5 * ((p * t["normal"]).sum() + (t["reduce"] / 8).sum())
     np.testing.assert_allclose(float(pen), want, rtol=1e-5)

@@ -12,7 +12,7 @@ gradient estimator, with an optional expected-cost term.
   That is also what the estimator needs: dL/dg_j = <dL/dy, op_j(x)> for every op j. The
   paper's memory trick (two sampled paths, renormalised) is not built.
 - Resource term: cost_weight * sum over edges of sum_k softmax(alpha)_k cost_k added to
-  the architecture objective (`relax.expected_cost_penalty`): the expected cost of the
+  the architecture objective (`hardware.with_expected_cost`): the expected cost of the
   cell's edges. `op_param_table` gives per-op parameter counts of the discrete DARTS ops;
   a measured latency table of the same shape can be passed instead.
 - Evaluation and derivation: softmax of the alphas and DARTS' top-2 rule.
@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnas import relax
+from jaxnas import hardware, relax
 from jaxnas.spaces import cells
 from jaxnas.spaces import ops as ops_lib
 from jaxnas.strategies.base import BilevelStrategy
@@ -79,5 +79,5 @@ def proxyless(model: nn.Module, *, cost_weight: float = 0.0, cost_table: Any = N
             cost_table = jax.tree.map(
                 lambda t: t / 1e6,
                 op_param_table(tuple(model.primitives), model.channels, model.steps))
-        base = base._replace(penalty=relax.expected_cost_penalty(cost_table, cost_weight))
+        base = hardware.with_expected_cost(base, cost_table, cost_weight)
     return darts(model, relax=base, **darts_settings)
