@@ -142,8 +142,8 @@ def test_each_program_is_compiled_once_and_costed(probed):
     before = dict(prober.cost)
     prober(pt)  # a second probe reuses every compiled program
     assert prober.cost == before
-    assert {"estimator/first_order", "reference/unrolled", "reference/implicit",
-            "trace/cg", "weight_hessian", "arch_hessian"} <= set(prober.cost)
+    assert {"estimator/first_order", "reference/unrolled", "gradients", "hvp", "mixed",
+            "arch_hessian"} <= set(prober.cost)
     # finite differences at every eps are one program, eps its argument
     assert not any(name.startswith("fd_eps") for name in prober.cost)
     assert all(c["compile_seconds"] > 0 for c in prober.cost.values())

@@ -1,6 +1,8 @@
 """One study probe: every listed estimator, the references and the solver diagnostics
-at one (weights, architecture) point, each as its own compiled program so that its time
-and memory are its own.
+at one (weights, architecture) point. Each estimator, the unrolled reference, the direct
+gradients and the alpha Hessian are their own compiled program (so each one's time and
+memory are its own); the implicit reference, the CG/Neumann traces and the weight
+Hessian run on the host (`host_linalg`) over one compiled Hessian-vector product.
 
 `Prober(make_loss, settings)` takes ``make_loss(batch_stats) -> loss(params, arch,
 batch)`` (the supernet's loss with BatchNorm statistics held, as in `jaxnas.hypergrad`)
@@ -18,11 +20,12 @@ from typing import Any, Callable, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
 
 from jaxnas import hypergrad
 from jaxnas.hypergrad import Loss
 from jaxnas.strategies import estimators as estimators_lib
-from jaxnas.study import figures, references, solvers
+from jaxnas.study import figures, host_linalg, references, solvers
 from jaxnas.types import PyTree
 
 log = logging.getLogger("jaxnas")
@@ -101,9 +104,9 @@ class Prober:
             return fn
 
         def with_loss(body):
-            def fn(params, batch_stats, arch, w_opt, lr, tb, vb, fd_eps):
+            def fn(params, batch_stats, arch, w_opt, lr, tb, vb, fd_eps, *extra):
                 del w_opt, fd_eps
-                return body(make_loss(batch_stats), params, arch, lr, tb, vb)
+                return body(make_loss(batch_stats), params, arch, lr, tb, vb, *extra)
             return fn
 
         T = s.unrolled_steps
@@ -115,37 +118,42 @@ class Prober:
         programs["reference/unrolled"] = with_loss(
             lambda loss, p, a, lr, tb, vb: references.unrolled(
                 loss, loss, p, a, tb, vb, lr=lr, steps=T, method="adjoint"))
-        programs["reference/implicit"] = with_loss(
-            lambda loss, p, a, lr, tb, vb: references.implicit_reference(
-                loss, loss, p, a, tb, vb, damping=s.implicit_damping, tol=s.implicit_tol,
-                max_iters=s.implicit_max_iters, return_info=True))
         steps_needed = sorted({0, T} | {references.DIRECT_STEPS[n] for n in s.estimators})
         programs["direct"] = with_loss(
             lambda loss, p, a, lr, tb, vb: {
                 str(k): references.direct_gradient(loss, p, a, vb, train_loss=loss,
                                                    train_batch=tb, lr=lr, steps=k)
                 for k in steps_needed})
-        for method in ("cg", "neumann"):
-            programs[f"trace/{method}"] = with_loss(
-                lambda loss, p, a, lr, tb, vb, method=method: solvers.implicit_trace(
-                    loss, loss, p, a, tb, vb, method=method, iters=s.trace_iters,
-                    damping=s.implicit_damping, alpha=s.neumann_alpha,
-                    with_estimates=True))
-        programs["weight_hessian"] = with_loss(
-            lambda loss, p, a, lr, tb, vb: {
-                **solvers.weight_hessian_extremes(loss, p, a, tb, key=key,
-                                                  iters=s.hessian_iters,
-                                                  damping=s.implicit_damping,
-                                                  method=s.hessian_method),
-                "train_grad_norm": solvers.train_grad_norm(loss, p, a, tb)})
         if s.arch_hessian:
             programs["arch_hessian"] = with_loss(
                 lambda loss, p, a, lr, tb, vb: references.arch_hessian_eigenvalues(
                     loss, p, a, vb))
+
+        # The implicit reference, the CG/Neumann traces and the weight Hessian run on
+        # the host (host_linalg) over these three programs: one compiled product each
+        # instead of several inlined into every loop program.
+        def gradients(loss, p, a, lr, tb, vb):
+            g_params, g_arch = jax.grad(loss, argnums=(0, 1))(p, a, vb)
+            return {"v": ravel_pytree(g_params)[0], "g_arch": g_arch,
+                    "train_grad_norm": solvers.train_grad_norm(loss, p, a, tb)}
+
+        def hvp(loss, p, a, lr, tb, vb, x):
+            unravel = ravel_pytree(p)[1]
+            hx = hypergrad.hvp(lambda w: loss(w, a, tb), p, unravel(x))
+            return ravel_pytree(hypergrad.tree_axpy(s.implicit_damping, unravel(x),
+                                                    hx))[0]
+
+        def mixed(loss, p, a, lr, tb, vb, x):
+            return hypergrad.mixed_vjp(loss, p, a, tb, ravel_pytree(p)[1](x))
+
+        programs["gradients"] = with_loss(gradients)
+        programs["hvp"] = with_loss(hvp)
+        programs["mixed"] = with_loss(mixed)
         self.programs = programs
 
-    def _run(self, name: str, args: tuple) -> tuple[Any, float]:
-        """(output, seconds) of program `name`, compiling it on first use."""
+    def _compile(self, name: str, args: tuple) -> None:
+        """Compile program `name` for `args` once, recording its compile time and
+        memory."""
         if name not in self._compiled:
             t0 = time.perf_counter()
             lowered = jax.jit(self.programs[name]).lower(*args)
@@ -161,6 +169,10 @@ class Prober:
             self._compiled[name] = compiled
             self.cost[name] = cost
             log.info("study: compiled %s in %.1f s", name, cost["compile_seconds"])
+
+    def _run(self, name: str, args: tuple) -> tuple[Any, float]:
+        """(output, seconds) of program `name`, compiling it on first use."""
+        self._compile(name, args)
         t0 = time.perf_counter()
         out = jax.block_until_ready(self._compiled[name](*args))
         return out, time.perf_counter() - t0
@@ -169,17 +181,43 @@ class Prober:
         """Every figure at `point`, as plain Python (floats, lists)."""
         s = self.settings
         args = (point.params, point.batch_stats, point.arch, point.w_opt,
-                jnp.asarray(point.lr), point.train_batch, point.val_batch)
+                jnp.asarray(point.lr), point.train_batch, point.val_batch,
+                jnp.asarray(s.fd_eps))
         out: dict[str, Any] = {}
         seconds: dict[str, float] = {}
         for name in self.programs:
-            out[name], seconds[name] = self._run(name, args + (jnp.asarray(s.fd_eps),))
+            if name not in ("hvp", "mixed"):
+                out[name], seconds[name] = self._run(name, args)
         for eps in s.extra_fd_eps:  # the darts_fd program again, at another eps
-            out[f"fd_eps/{eps:g}"], _ = self._run("estimator/darts_fd",
-                                                  args + (jnp.asarray(eps),))
+            out[f"fd_eps/{eps:g}"], _ = self._run(
+                "estimator/darts_fd", args[:-1] + (jnp.asarray(eps),))
+
+        # Products on flat vectors: float64 on the host, the params' dtype on device.
+        flat_dtype = ravel_pytree(point.params)[0].dtype
+        for name in ("hvp", "mixed"):
+            self._compile(name, args + (jnp.zeros(out["gradients"]["v"].shape,
+                                                   flat_dtype),))
+        products = {"hvp": 0}
+
+        def mv(x: np.ndarray) -> np.ndarray:
+            products["hvp"] += 1
+            y, _ = self._run("hvp", args + (jnp.asarray(x, flat_dtype),))
+            return np.asarray(y, np.float64)
+
+        def hypergradient(x: np.ndarray) -> PyTree:
+            """grad_a L_v - d2_{a,w} L_t . x"""
+            m, _ = self._run("mixed", args + (jnp.asarray(x, flat_dtype),))
+            return jax.tree.map(jnp.subtract, out["gradients"]["g_arch"], m)
+
+        v = np.asarray(out["gradients"]["v"], np.float64)
+        t0 = time.perf_counter()
+        x, implicit_info = host_linalg.solve(mv, v, tol=s.implicit_tol,
+                                             max_iters=s.implicit_max_iters)
+        implicit = hypergradient(x)
+        seconds["reference/implicit"] = time.perf_counter() - t0
+        implicit_info["hvps"] = products["hvp"]
 
         unrolled = out["reference/unrolled"]
-        implicit, implicit_info = out["reference/implicit"]
         direct = out["direct"]
         refs = {"unrolled": (unrolled, direct[str(s.unrolled_steps)]),
                 "implicit": (implicit, direct["0"])}
@@ -206,25 +244,35 @@ class Prober:
         record["references"] = {
             "unrolled_steps": s.unrolled_steps,
             "implicit_relative_residual": implicit_info["relative_residual"],
-            "implicit_fallback_to_normal_equations": implicit_info["fallback"],
+            "implicit_solver": implicit_info["solver"],
+            "implicit_hvps": implicit_info["hvps"],
             "unrolled_vs_implicit": figures.agreement(unrolled, implicit),
             "seconds": {r: seconds[f"reference/{r}"] for r in REFERENCES}}
         record["solvers"] = {}
-        for method in ("cg", "neumann"):
-            trace = out[f"trace/{method}"]
-            estimates = trace["estimates"]
-            n = s.trace_iters + 1
-            cosines = [figures.agreement(jax.tree.map(lambda x, k=k: x[k], estimates),
-                                         implicit)["cosine"] for k in range(n)]
-            record["solvers"][method] = {"relative_residual": trace["relative_residual"],
-                                         "cosine_vs_implicit": cosines}
-        wh = out["weight_hessian"]
+        iterates = {"cg": host_linalg.cg_iterates(mv, v, s.trace_iters),
+                    "neumann": host_linalg.neumann_iterates(mv, v, s.trace_iters,
+                                                            s.neumann_alpha)}
+        for method, xs in iterates.items():
+            record["solvers"][method] = {
+                "relative_residual": [host_linalg.relative_residual(mv, xk, v)
+                                      for xk in xs],
+                "cosine_vs_implicit": [figures.agreement(hypergradient(xk),
+                                                         implicit)["cosine"]
+                                       for xk in xs]}
+        v0 = np.asarray(ravel_pytree(solvers.random_like(self.key, point.params))[0],
+                        np.float64)
+        extremes = (host_linalg.lanczos_extremes if s.hessian_method == "lanczos"
+                    else host_linalg.power_extremes)(mv, v0, s.hessian_iters)
+        # mv is H + damping I; the record holds H's eigenvalues (neumann_radius adds
+        # the damping itself)
+        lam_max = extremes["max"] - s.implicit_damping
+        lam_min = extremes["min"] - s.implicit_damping
         record["weight_hessian"] = {
-            "max": wh["max"], "min": wh["min"],
-            "neumann_radius": solvers.neumann_radius(s.neumann_alpha, wh["min"], wh["max"],
+            "max": lam_max, "min": lam_min,
+            "neumann_radius": solvers.neumann_radius(s.neumann_alpha, lam_min, lam_max,
                                                      s.implicit_damping),
             "method": s.hessian_method}
-        record["train_grad_norm"] = wh["train_grad_norm"]
+        record["train_grad_norm"] = out["gradients"]["train_grad_norm"]
         if s.arch_hessian:
             eig = out["arch_hessian"]
             record["arch_hessian"] = {"max": eig[-1], "min": eig[0]}
