@@ -14,7 +14,8 @@ for `study.trace_iters` iterations; the weight Hessian's extreme eigenvalues com
 `study.hessian_iters` Lanczos steps and the alpha Hessian's exactly. Results:
 DIR/study.json (summary first) and DIR/study_{cosine,solvers,eigenvalues,alphas}.png.
 `--from DIR` probes the checkpoints an earlier search left instead (set
---config.keep_checkpoints high in that search to keep many).
+--config.keep_checkpoints high in that search to keep many). A run of it, with the
+figures and what they say: experiments/results/study_digits/notes.md.
 """
 
 import ml_collections

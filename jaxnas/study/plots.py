@@ -13,7 +13,7 @@ from jaxnas.plots import _pyplot
 from jaxnas.plots import _save as save
 
 REFERENCE_TITLES = {"unrolled": "unrolled reference ({T} SGD step{s})",
-                    "implicit": "implicit-function reference (exact solve)"}
+                    "implicit": "implicit-function reference (solved to tol or CG/MINRES limit)"}
 
 
 def _save(fig: Any, workdir: str, name: str) -> None:
