@@ -1,7 +1,11 @@
 """ENAS in the search loop (`jaxnas.strategies.enas`): the bilevel split's training half
 trains the shared weights on controller-sampled paths, its validation half rewards the
 controller; evaluations report the controller's most likely path's validation
-accuracy (running statistics) and its probability; genotype.json holds that path."""
+accuracy (running statistics) and its probability; genotype.json holds that path.
+
+Two spaces (`config.model.space`): "chain" (default; the gather chain supernet, one
+block a layer) and "darts" (ENAS' cells: two inputs and two ops a node, on the DARTS
+search supernet; genotype.json holds a DARTS genotype that `jaxnas train` retrains)."""
 
 from __future__ import annotations
 
@@ -18,10 +22,14 @@ from jaxnas.losses import eval_sums
 from jaxnas.runners import common
 from jaxnas.runners import loop as loop_lib
 from jaxnas.runners.oneshot import build_space
+from jaxnas import spaces
 from jaxnas.spaces import chain as space_lib
+from jaxnas.spaces.enas_cells import EnasCellSpace
 from jaxnas.strategies import reinforce
 from jaxnas.strategies.enas import enas
 from jaxnas.supernet.chain import ChainSupernet
+from jaxnas.supernet.darts import DartsSupernet
+from jaxnas.supernet.enas_cells import EnasCellSupernet
 
 log = logging.getLogger("jaxnas")
 
@@ -36,10 +44,18 @@ class Hooks(loop_lib.Hooks):
         data = common.load_data(config)
         b = config.data.batch_size
         steps_per_epoch, _, stop = loop_lib.bilevel_epochs_to_steps(config, data)
-        space = build_space(config, data.image_shape[-1])
         m, o, e = config.model, config.optim, config.enas
-        model = ChainSupernet(space, data.num_classes, dispatch="gather", impl=m.impl,
-                              bn_momentum=m.bn_momentum)
+        cells = m.get("space", "chain") == "darts"
+        if cells:
+            space = EnasCellSpace(m.steps)
+            model = EnasCellSupernet(DartsSupernet(
+                channels=m.channels, num_classes=data.num_classes, layers=m.layers,
+                steps=m.steps, multiplier=m.multiplier, stem_multiplier=m.stem_multiplier,
+                mixed_op=m.mixed_op, impl=m.impl), space)
+        else:
+            space = build_space(config, data.image_shape[-1])
+            model = ChainSupernet(space, data.num_classes, dispatch="gather", impl=m.impl,
+                                  bn_momentum=m.bn_momentum)
         strategy = enas(model, learning_rate=o.lr, momentum=o.momentum,
                         weight_decay=o.weight_decay, grad_clip=o.grad_clip,
                         controller_batch=e.controller_batch,
@@ -80,16 +96,24 @@ class Hooks(loop_lib.Hooks):
             host = parallel.host(state)
             path = np.asarray(strategy.derive(host))
             last = loop.records[-1] if loop.records else {}
-            return {"method": "enas", "controller": config.enas.controller,
-                    "genotype": space_lib.genotype_to_json(space, path,
-                                                           data.num_classes),
+            if cells:
+                genotype = space.genotype(path)
+                described = spaces.space_of(genotype)
+                found = {"genotype": described.to_json(genotype),
+                         "genotype_str": described.describe(genotype),
+                         "path": [int(c) for c in path]}
+            else:
+                found = {"genotype": space_lib.genotype_to_json(space, path,
+                                                                data.num_classes)}
+            return {"method": "enas", "controller": config.enas.controller, **found,
                     "path_probability": probability(host),
                     "counts": np.asarray(host.counts).tolist(), **loop.summary(),
                     "final": {k: v for k, v in last.items() if k.startswith("val_")}}
 
         def report(results, workdir: str) -> None:
             log.info("genotype: %s (controller probability %.3g)",
-                     " ".join(results["genotype"]["names"]),
+                     results.get("genotype_str")
+                     or " ".join(results["genotype"]["names"]),
                      results["path_probability"])
             log.info("results in %s (genotype.json, metrics.jsonl, checkpoints/)",
                      workdir)
