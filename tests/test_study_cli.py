@@ -88,3 +88,22 @@ def test_study_run_then_from_its_checkpoints(capsys, tmp_path, digits_data_dir):
         for ref in ("unrolled", "implicit"):
             assert b["estimators"][name][ref]["cosine"] == pytest.approx(
                 a["estimators"][name][ref]["cosine"], abs=1e-5)
+
+
+def test_study_of_a_chain_search_with_a_macs_cost_builds(digits_data_dir):
+    """The study builds the search's strategy with the image size, which a macs or
+    latency cost table needs (it was missing: the table could not be sized)."""
+    import os
+
+    from jaxnas import config as config_lib
+    from jaxnas.study import run as run_lib
+
+    cfg = config_lib.load_config(os.path.join(os.path.dirname(__file__), "..",
+                                              "experiments", "darts_chain_digits.py"))
+    config_lib.apply_overrides(cfg, ["hardware.cost=macs",
+                                     f"data.data_dir={digits_data_dir}"])
+    with cfg.unlocked():
+        cfg.study = run_lib.default_study()
+    study = run_lib._Study(cfg)
+    assert study.sample_shape[1:] == (8, 8, 1)
+    assert study.strategy is not None

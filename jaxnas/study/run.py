@@ -105,8 +105,10 @@ class _Study:
         data = common.load_data(config)
         b = config.data.batch_size
         self.steps_per_epoch, _, self.stop = loop_lib.bilevel_epochs_to_steps(config, data)
+        # the image size sizes a config.hardware cost table (macs, latency)
         self.model, self.strategy = darts_runner.build(config, data.num_classes,
-                                                       self.steps_per_epoch)
+                                                       self.steps_per_epoch,
+                                                       data.image_shape[0])
         o = config.optim
         self.lr = darts_lib.cosine_epoch_schedule(o.w_lr, o.w_lr_min, config.epochs,
                                                   self.steps_per_epoch)
