@@ -93,3 +93,12 @@ def test_bad_arguments_refused():
     with pytest.raises(ValueError, match="mutation_rate"):
         ns.nsga2(_objectives, COUNTS, population_size=4, num_generations=1,
                  key=jax.random.key(0), mutation_rate=2.0)
+
+
+def test_distinct_count_against_numpy_unique():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        pop = rng.integers(0, 2, size=(12, 3))          # small space: many duplicates
+        mask = rng.random(12) < 0.6
+        expect = len(np.unique(pop[mask], axis=0)) if mask.any() else 0
+        assert int(ns.distinct_count(jnp.asarray(pop), jnp.asarray(mask))) == expect

@@ -198,7 +198,9 @@ class Hooks(loop_lib.Hooks):
             population, objs, rank, crowd = pop
             pop = (population, _storable(objs), rank, _storable(crowd))
             state = record(state.replace(pop=pop), children, child_objs[:, 0])
-            metrics = {"front_size": jnp.sum(rank == 0).astype(jnp.float32),
+            # distinct architectures: a population may hold copies of one
+            front_size = nsga2_lib.distinct_count(population, rank == 0)
+            metrics = {"front_size": front_size.astype(jnp.float32),
                        "max_fitness": jnp.max(objs[:, 0]),
                        "min_cost": -jnp.max(objs[:, 1])}
             return state, metrics

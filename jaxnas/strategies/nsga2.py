@@ -93,6 +93,16 @@ def crowding_distance(objs: Array, rank: Array) -> Array:
     return dist
 
 
+def distinct_count(population: Array, mask: Array) -> Array:
+    """The number of distinct architectures (rows of int ``population`` [P, L]) among
+    the rows where ``mask`` is true: a front's size without the duplicates a
+    population may hold."""
+    same = jnp.all(population[:, None, :] == population[None, :, :], axis=-1)
+    earlier = jnp.tril(jnp.ones_like(same), k=-1)
+    repeated = jnp.any(same & earlier & mask[None, :], axis=1)
+    return jnp.sum(mask & ~repeated)
+
+
 def survivors(objs: Array, n: int) -> tuple[Array, Array, Array]:
     """``(indices int32[n], rank, crowding)``: the best ``n`` points by (rank,
     -crowding), ties by index, and the rank and crowding of every point."""
