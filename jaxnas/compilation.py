@@ -102,10 +102,10 @@ _state: dict[str, Any] = {"dir": None, "done": False}
 def setup(*, silence: bool = True) -> str | None:
     """Turns the persistent compilation cache on (see the module docstring) and, with
     `silence`, quiets compiles. Idempotent. Returns the cache directory or None."""
+    if silence:  # before jaxlib loads: its C++ logging reads the level from the env
+        quiet()
     import jax
 
-    if silence:
-        quiet()
     if _state["done"]:
         return _state["dir"]
     _state["done"] = True
