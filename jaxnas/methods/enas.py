@@ -14,12 +14,11 @@ from jaxnas.methods import oneshot, supernets
 
 SPACES = ("chain", "darts")
 
-MODEL_RULES: dict[str, dict[str, C.Rule]] = {
-    "chain": {k: oneshot.RULES[k] for k in (
-        "model.stem_channels", "model.widths", "model.depths", "model.strides",
-        "model.head_channels", "model.stem_stride", "model.impl", "model.bn_momentum")},
-    "darts": {k: v for k, v in supernets.MODEL_RULES["darts"].items()},
-}
+# the gather chain supernet's keys (the one-shot methods'); "darts" is the bilevel
+# methods' DARTS supernet, checked by `supernets.check_model`
+CHAIN_MODEL_RULES: dict[str, C.Rule] = {k: oneshot.RULES[k] for k in (
+    "model.stem_channels", "model.widths", "model.depths", "model.strides",
+    "model.head_channels", "model.stem_stride", "model.impl", "model.bn_momentum")}
 
 RULES: dict[str, C.Rule] = {
     **{k: oneshot.RULES[k] for k in (
@@ -39,11 +38,10 @@ def check(config: ml_collections.ConfigDict) -> None:
     if space not in SPACES:
         raise ConfigError(f"config.model.space={space!r} is not allowed for ENAS: "
                           f"expected one of {', '.join(repr(s) for s in SPACES)}")
-    rules = MODEL_RULES[space]
-    C.validate(config, rules, required=list(rules))
-    if space == "darts" and config.model.multiplier > config.model.steps:
-        raise ConfigError(f"config.model.multiplier={config.model.multiplier} is not "
-                          f"allowed: expected at most model.steps={config.model.steps}")
+    if space == "darts":
+        supernets.check_model(config)
+    else:
+        C.validate(config, CHAIN_MODEL_RULES, required=list(CHAIN_MODEL_RULES))
 
 
 ENAS = methods.register(methods.Method(

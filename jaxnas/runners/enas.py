@@ -17,18 +17,17 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxnas import parallel
+from jaxnas import parallel, spaces
 from jaxnas.losses import eval_sums
 from jaxnas.runners import common
 from jaxnas.runners import loop as loop_lib
+from jaxnas.runners import supernets
 from jaxnas.runners.oneshot import build_space
-from jaxnas import spaces
 from jaxnas.spaces import chain as space_lib
 from jaxnas.spaces.enas_cells import EnasCellSpace
 from jaxnas.strategies import reinforce
 from jaxnas.strategies.enas import enas
 from jaxnas.supernet.chain import ChainSupernet
-from jaxnas.supernet.darts import DartsSupernet
 from jaxnas.supernet.enas_cells import EnasCellSupernet
 
 log = logging.getLogger("jaxnas")
@@ -48,14 +47,11 @@ class Hooks(loop_lib.Hooks):
         cells = m.get("space", "chain") == "darts"
         if cells:
             space = EnasCellSpace(m.steps)
-            model = EnasCellSupernet(DartsSupernet(
-                channels=m.channels, num_classes=data.num_classes, layers=m.layers,
-                steps=m.steps, multiplier=m.multiplier, stem_multiplier=m.stem_multiplier,
-                mixed_op=m.mixed_op, impl=m.impl), space)
+            model = EnasCellSupernet(supernets.build(m, data.num_classes)[0], space)
         else:
             space = build_space(config, data.image_shape[-1])
-            model = ChainSupernet(space, data.num_classes, dispatch="gather", impl=m.impl,
-                                  bn_momentum=m.bn_momentum)
+            model = ChainSupernet(space, data.num_classes, dispatch="gather",
+                                  impl=m.impl, bn_momentum=m.bn_momentum)
         strategy = enas(model, learning_rate=o.lr, momentum=o.momentum,
                         weight_decay=o.weight_decay, grad_clip=o.grad_clip,
                         controller_batch=e.controller_batch,

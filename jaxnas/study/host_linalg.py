@@ -39,8 +39,8 @@ def solve(mv: MatVec, v: np.ndarray, *, tol: float, max_iters: int | None
     """x with M x = v for a symmetric M, to relative residual `tol`.
 
     CG (`scipy.sparse.linalg.cg`) first, right when M is positive definite; when its
-    true residual misses `tol` (an indefinite or singular M: a weight Hessian away from a
-    minimum), MINRES (`scipy.sparse.linalg.minres`, any symmetric M, least squares when
+    true residual misses `tol` (an indefinite or singular M: a weight Hessian away from
+    a minimum), MINRES (`scipy.sparse.linalg.minres`, any symmetric M, least squares when
     singular) from zero, keeping the solution with the smaller true residual.
     Returns (x, {"relative_residual", "solver": "cg" or "minres"}).
     """
@@ -63,8 +63,8 @@ def cg_iterates(mv: MatVec, v: np.ndarray, iters: int) -> list[np.ndarray]:
     x = np.zeros_like(v)
     r, p = v.copy(), v.copy()
     rs = r @ r
-    out = [x.copy()]
-    for _ in range(iters):
+    out = [x]
+    for _ in range(iters):  # every update binds new arrays: no copies needed
         mp = mv(p)
         pmp = p @ mp
         step = rs / pmp if pmp != 0 else 0.0
@@ -74,7 +74,7 @@ def cg_iterates(mv: MatVec, v: np.ndarray, iters: int) -> list[np.ndarray]:
         beta = rs_new / rs if rs != 0 else 0.0
         p = r + beta * p
         rs = rs_new
-        out.append(x.copy())
+        out.append(x)
     return out
 
 
