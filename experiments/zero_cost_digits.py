@@ -22,8 +22,8 @@ compiled; then 4.1 s a step for the 24 paths together). Test accuracies 0.919-0.
 +0.14, NASWOT +0.14, jacov +0.15, parameter count -0.05; none is significant (every
 p > 0.1): at 5 epochs on 297 test digits (one image = 0.0034) the accuracy ranking is
 itself noisy. Results: experiments/results/zero_cost_digits.json. fisher, added
-later, by a re-run of both seeds (the other proxies' scores and the accuracies came out
-bitwise the same): tau -0.28 (p = 0.065) on seed 0, +0.07 (p = 0.64) on seed 1.
+later, was measured by re-running both seeds (its taus and the conditions are in the
+two results JSONs and the README's table).
 """
 
 import ml_collections
