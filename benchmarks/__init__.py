@@ -1,4 +1,5 @@
-"""Benchmarks of jaxnas: step throughput, compile time, memory and FLOPs.
+"""The benchmarks' figures and notes (results/, README.md); the code is `jaxnas.bench`.
 
-Run as `jaxnas bench ...` or `python -m benchmarks ...` (`benchmarks.runner`).
+`python -m benchmarks ...` (from the repository root, as older notes write it) still
+runs `jaxnas bench ...`; the folder is not installed as a package.
 """

@@ -1,8 +1,8 @@
-"""`python -m benchmarks ...` is `jaxnas bench ...` (see benchmarks/runner.py)."""
+"""`python -m benchmarks ...` (from the repository root) is `jaxnas bench ...`."""
 
 import sys
 
-from benchmarks.runner import main
+from jaxnas.bench.runner import main
 
 if __name__ == "__main__":
     sys.exit(main())

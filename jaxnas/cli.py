@@ -179,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError:
         pass
     if argv and argv[0] == "bench":
-        from benchmarks import runner
+        from jaxnas.bench import runner
 
         return runner.main(argv[1:])
     from jaxnas import compilation  # persistent XLA cache on, compile banners off

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import dataclasses
 import difflib
 import importlib.util
 import math
 import os
+import sys
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import ml_collections
@@ -28,7 +30,8 @@ def load_config(path: str) -> ml_collections.ConfigDict:
         raise ConfigError(f"config file {path!r} is not a Python file")
     module = importlib.util.module_from_spec(spec)
     try:
-        spec.loader.exec_module(module)
+        with _package_importable(path):
+            spec.loader.exec_module(module)
     except SyntaxError as e:
         raise ConfigError(f"config file {path!r} has a syntax error at line {e.lineno}: "
                           f"{e.msg}") from None
@@ -56,6 +59,28 @@ def load_config(path: str) -> ml_collections.ConfigDict:
 
 # Optional top-level keys every loaded config gets when its file leaves them out.
 OPTIONAL_DEFAULTS: dict[str, Any] = {"tensorboard": True}  # jaxnas.tensorboard
+
+
+@contextlib.contextmanager
+def _package_importable(path: str):
+    """Lets a config file import its package's siblings by the package's name, as
+    ``experiments/gdas_digits.py`` does ``from experiments import darts_digits``: the
+    folder above the outermost package holding `path` (folders with ``__init__.py``)
+    is on ``sys.path`` while the file runs. The example configs are files of the
+    repository, not installed modules, so this works from any directory."""
+    top = os.path.dirname(os.path.abspath(path))
+    if not os.path.isfile(os.path.join(top, "__init__.py")):
+        yield
+        return
+    while os.path.isfile(os.path.join(os.path.dirname(top), "__init__.py")):
+        top = os.path.dirname(top)
+    root = os.path.dirname(top)
+    sys.path.insert(0, root)
+    try:
+        yield
+    finally:
+        if root in sys.path:
+            sys.path.remove(root)
 
 
 def _user_line(error: BaseException, path: str) -> str:

@@ -1,4 +1,4 @@
-"""`jaxnas bench` / `python -m benchmarks`: tiny smoke runs of every suite.
+"""`jaxnas bench` / `python -m jaxnas.bench`: tiny smoke runs of every suite.
 
 Checks that each suite runs through the command line and writes JSON records with every
 field and the contract names; no timing assertions.
@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from benchmarks import runner
+from jaxnas.bench import runner
 from jaxnas import cli
 
 TINY_DARTS = ["--channels", "2", "--layers", "1", "--nodes", "2", "--image", "8",
@@ -100,12 +100,12 @@ def test_darts_suite_smoke(tmp_path):
 
 @pytest.mark.slow
 def test_darts_suite_smoke_every_record(tmp_path):
-    records, stdout = _bench(["benchmarks"], tmp_path, *TINY_DARTS)
+    records, stdout = _bench(["jaxnas.bench"], tmp_path, *TINY_DARTS)
     _check(records, runner.record_names(runner.parse([])), stdout)
 
 
 def test_oneshot_and_evolution_suites_smoke(tmp_path):
-    records, stdout = _bench(["benchmarks"], tmp_path, "--suite", "all", "--only",
+    records, stdout = _bench(["jaxnas.bench"], tmp_path, "--suite", "all", "--only",
                              "oneshot,evolution", *TINY_CHAIN)
     _check(records, ["oneshot/spos_step", "oneshot/fairnas_step",
                      "evolution/population_eval/P=1", "evolution/population_eval/P=2"],
@@ -117,7 +117,7 @@ def test_oneshot_and_evolution_suites_smoke(tmp_path):
 
 @pytest.mark.slow
 def test_oneshot_and_evolution_sharded_over_two_devices(tmp_path):
-    records, stdout = _bench(["benchmarks"], tmp_path, "--suite", "all", "--only",
+    records, stdout = _bench(["jaxnas.bench"], tmp_path, "--suite", "all", "--only",
                              "oneshot/spos,evolution", *TINY_CHAIN, "--devices", "2")
     _check(records, ["oneshot/spos_step", "evolution/population_eval/P=1",
                      "evolution/population_eval/P=2"], stdout)
@@ -136,7 +136,7 @@ def test_formulations_suite_smoke(tmp_path, capsys):
 
 def test_kernels_suite_smoke(tmp_path):
     """`jaxnas bench --suite kernels`: each depthwise/pool kernel in two implementations."""
-    records, stdout = _bench(["benchmarks"], tmp_path, "--suite", "kernels", "--channels",
+    records, stdout = _bench(["jaxnas.bench"], tmp_path, "--suite", "kernels", "--channels",
                              "2", "--image", "6", "--batch", "2", "--repeats", "1",
                              "--kernel-impls", "slices,lax", "--only",
                              "kernels/first_layer_s2,kernels/max_pool")
@@ -155,8 +155,8 @@ def test_parts_compose_to_the_strategy_step(estimator):
     fusion changes the rounding), metrics included."""
     from types import SimpleNamespace
 
-    from benchmarks import common
-    from benchmarks import darts as bench_darts
+    from jaxnas.bench import common
+    from jaxnas.bench import darts as bench_darts
 
     args = SimpleNamespace(channels=2, num_classes=10, layers=1, nodes=2,
                            mixed_op="scan", impl="auto")
@@ -190,7 +190,7 @@ def test_parts_compose_to_the_strategy_step(estimator):
 
 def test_a_failing_call_keeps_the_compile_time_and_says_why():
     """A step that fails when run (say, out of memory) still gives its compile time."""
-    from benchmarks.measure import measure_step
+    from jaxnas.bench.measure import measure_step
 
     def fail(x):
         raise RuntimeError("no memory left")
@@ -204,7 +204,7 @@ def test_a_failing_call_keeps_the_compile_time_and_says_why():
 
 
 def test_compile_probe_parses_compiler_options_and_remat_flag():
-    from benchmarks import compile_probe
+    from jaxnas.bench import compile_probe
 
     assert compile_probe._parse_options("") == {}
     assert compile_probe._parse_options(

@@ -112,3 +112,30 @@ def test_validation_imports_no_jax():
                          timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_example_configs_load_from_anywhere_without_installed_top_level_packages(
+        tmp_path):
+    """`experiments` and `benchmarks` are folders of the repository, not installed
+    packages; a config that imports its siblings still loads from another directory
+    (the loader puts the folder above the config's package on the path)."""
+    import os
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = (
+        "import importlib.util, json\n"
+        "installed = [m for m in ('experiments', 'benchmarks')\n"
+        "             if importlib.util.find_spec(m) is not None]\n"
+        "from jaxnas import config\n"
+        f"c = config.load_config({os.path.join(root, 'experiments', 'gdas_digits.py')!r})\n"
+        "print(json.dumps({'installed': installed, 'method': c.method,\n"
+        "  'bench': importlib.util.find_spec('jaxnas.bench.runner') is not None}))\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    import json
+
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    # Loaded through its sibling darts_digits; the loader's path entry is gone after.
+    assert out == {"installed": [], "method": "gdas", "bench": True}

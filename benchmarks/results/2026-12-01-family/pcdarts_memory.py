@@ -14,7 +14,7 @@ import time
 
 import jax
 
-from benchmarks import family, measure, runner
+from jaxnas.bench import family, measure, runner
 
 
 def main() -> None:
@@ -25,7 +25,7 @@ def main() -> None:
                              "--layers", "3", "--nodes", "2", "--image", "16",
                              "--batch", str(b)])
         if method == "darts":
-            from benchmarks import darts as darts_bench
+            from jaxnas.bench import darts as darts_bench
             case = darts_bench.case(name, args)
         else:
             case = family.case(name, args)

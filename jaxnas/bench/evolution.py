@@ -19,8 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks import common
-from benchmarks.oneshot import build_model, space_config
+from jaxnas.bench import common
+from jaxnas.bench.oneshot import build_model, space_config
 from jaxnas.spaces import chain as space_lib
 from jaxnas.strategies import oneshot as oneshot_lib
 from jaxnas.supernet.chain import init_key

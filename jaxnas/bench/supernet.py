@@ -1,8 +1,8 @@
 """Formulations suite: DARTS search supernet forward+backward, one mixed-op form each.
 
-  python -m benchmarks --suite formulations            # C=16, 8 cells, batch 32 of 32x32x3
-  python -m benchmarks --suite formulations --channels 4 --layers 3 --batch 2 --image 8
-  python -m benchmarks.supernet ...                    # the same (the old entry point)
+  jaxnas bench --suite formulations            # C=16, 8 cells, batch 32 of 32x32x3
+  jaxnas bench --suite formulations --channels 4 --layers 3 --batch 2 --image 8
+  python -m jaxnas.bench.supernet ...                    # the same (the old entry point)
 
 Records ``supernet/fwd_bwd/<variant>`` for each of ``--variants`` (default scan, fused,
 loop; see `jaxnas.supernet.darts`): the weight gradient of the cross-entropy at uniform
@@ -22,7 +22,7 @@ def case(name: str, args: Any):
     import jax
     import optax
 
-    from benchmarks import common
+    from jaxnas.bench import common
     from jaxnas.supernet.darts import DartsSupernet, init_key, uniform_arch
 
     mixed_op = name[len(PREFIX):]
@@ -59,9 +59,9 @@ def case(name: str, args: Any):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m benchmarks.supernet ARGS` = `python -m benchmarks --suite formulations
+    """`python -m jaxnas.bench.supernet ARGS` = `jaxnas bench --suite formulations
     ARGS`."""
-    from benchmarks import runner
+    from jaxnas.bench import runner
 
     argv = list(sys.argv[1:] if argv is None else argv)
     return runner.main(["--suite", "formulations", *argv])

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import jax
 
-from benchmarks import common
+from jaxnas.bench import common
 from jaxnas.strategies import darts as darts_lib
 from jaxnas.supernet.darts import DartsSupernet
 

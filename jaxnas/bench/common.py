@@ -85,7 +85,7 @@ class Case(NamedTuple):
 
 def measure_case(name: str, case: Case, repeats: int, warmup: int) -> dict[str, Any]:
     """`measure_step` of a case, as a complete record."""
-    from benchmarks.measure import measure_step
+    from jaxnas.bench.measure import measure_step
 
     def next_args(out: Any, call_args: tuple) -> tuple:
         state = out if case.state_out == "all" else out[0]

@@ -6,7 +6,7 @@ Records (names are a contract):
                        darts_minus, pcdarts)
 
 The suite `family` measures `darts/iteration/first_order` first, then each of these on the
-same supernet and settings (benchmarks/darts.py SETTINGS; the family's own values are
+same supernet and settings (jaxnas/bench/darts.py SETTINGS; the family's own values are
 those of experiments/<method>_digits.py), so the figures compare side by side. SNAS' step
 is single-level: one forward and backward on the training batch, no validation pass.
 PC-DARTS' record always runs the loop mixed op with partial_channels=4 (the only
@@ -20,8 +20,8 @@ from typing import Any
 
 import jax
 
-from benchmarks import common
-from benchmarks import darts as darts_bench
+from jaxnas.bench import common
+from jaxnas.bench import darts as darts_bench
 from jaxnas.strategies import darts as darts_lib
 
 METHODS = ("gdas", "snas", "fairdarts", "drnas", "darts_minus", "pcdarts")

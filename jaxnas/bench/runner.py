@@ -1,13 +1,13 @@
-"""`jaxnas bench` / `python -m benchmarks`: step throughput, compile time, memory, FLOPs.
+"""`jaxnas bench` (`python -m jaxnas.bench`): step throughput, compile time, memory, FLOPs.
 
-  python -m benchmarks --suite darts --json out.jsonl      # C=16, 8 cells, batch 32
-  python -m benchmarks --suite oneshot                     # CIFAR chain space, batch 32
-  python -m benchmarks --suite evolution                   # P = 1, 8, 64
-  python -m benchmarks --suite all                         # the three above
-  python -m benchmarks --suite formulations                # scan / fused / loop mixed op
-  python -m benchmarks --suite kernels                     # depthwise/pool kernels alone
-  python -m benchmarks --suite family                      # GDAS, SNAS, ... beside DARTS
-  python -m benchmarks --suite darts --channels 4 --layers 2 --image 8 --batch 2 \\
+  jaxnas bench --suite darts --json out.jsonl      # C=16, 8 cells, batch 32
+  jaxnas bench --suite oneshot                     # CIFAR chain space, batch 32
+  jaxnas bench --suite evolution                   # P = 1, 8, 64
+  jaxnas bench --suite all                         # the three above
+  jaxnas bench --suite formulations                # scan / fused / loop mixed op
+  jaxnas bench --suite kernels                     # depthwise/pool kernels alone
+  jaxnas bench --suite family                      # GDAS, SNAS, ... beside DARTS
+  jaxnas bench --suite darts --channels 4 --layers 2 --image 8 --batch 2 \\
       --repeats 1 --estimators first_order,darts_exact     # a smoke-sized run
 
 Every measurement (record) runs in its own subprocess, so that its compile time and
@@ -142,8 +142,8 @@ def record_names(args: argparse.Namespace) -> list[str]:
             names.append("darts/weight_step")
             for e in args.estimator_list:
                 names += [f"darts/arch_step/{e}", f"darts/iteration/{e}"]
-        elif suite == "family":  # benchmarks/family.py: beside first-order DARTS
-            from benchmarks.family import METHODS
+        elif suite == "family":  # family.py: beside first-order DARTS
+            from jaxnas.bench.family import METHODS
 
             names += ["darts/iteration/first_order"] + [f"{m}/iteration" for m in METHODS]
         elif suite == "oneshot":
@@ -151,7 +151,7 @@ def record_names(args: argparse.Namespace) -> list[str]:
         elif suite == "evolution":
             names += [f"evolution/population_eval/P={n}" for n in args.population_list]
         elif suite == "kernels":
-            from benchmarks.kernels import KERNELS
+            from jaxnas.bench.kernels import KERNELS
 
             names += [f"kernels/{k}/{i}" for k in KERNELS if k != "max_pool"
                       for i in args.kernel_impl_list]
@@ -167,17 +167,17 @@ def record_names(args: argparse.Namespace) -> list[str]:
 def suite_module(name: str):
     """The module that measures record `name`."""
     if name.startswith("darts/"):
-        from benchmarks import darts as suite
+        from jaxnas.bench import darts as suite
     elif name.startswith("oneshot/"):
-        from benchmarks import oneshot as suite
+        from jaxnas.bench import oneshot as suite
     elif name.startswith("evolution/"):
-        from benchmarks import evolution as suite
+        from jaxnas.bench import evolution as suite
     elif name.startswith("supernet/"):
-        from benchmarks import supernet as suite
+        from jaxnas.bench import supernet as suite
     elif name.startswith("kernels/"):
-        from benchmarks import kernels as suite
+        from jaxnas.bench import kernels as suite
     elif name.endswith("/iteration"):
-        from benchmarks import family as suite
+        from jaxnas.bench import family as suite
     else:
         raise ValueError(f"unknown record {name!r}")
     return suite
@@ -193,7 +193,7 @@ def use_devices(count: int) -> None:
 
 def run_record(name: str, args: argparse.Namespace) -> dict[str, Any]:
     """Measures record `name` in this process (the child side)."""
-    from benchmarks import common
+    from jaxnas.bench import common
 
     use_devices(args.devices)
     case = suite_module(name).case(name, args)
@@ -208,7 +208,7 @@ def _failed(name: str, error: str) -> dict[str, Any]:
 
 def spawn(name: str, argv: list[str], timeout: float) -> dict[str, Any]:
     """Runs one record in a fresh Python process; its RESULT line is the record."""
-    cmd = [sys.executable, "-m", "benchmarks", *argv, "--_record", name]
+    cmd = [sys.executable, "-m", "jaxnas.bench", *argv, "--_record", name]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True,
                               timeout=timeout if timeout > 0 else None)

@@ -1,8 +1,8 @@
 """Where a benchmark record's step spends its time: an XLA-op profile.
 
-  python -m benchmarks.profile darts/weight_step                  # default sizes
-  python -m benchmarks.profile darts/arch_step/darts_exact --batch 8 --top 30
-  python -m benchmarks.profile oneshot/fairnas_step --space digits --batch 8
+  python -m jaxnas.bench.profile darts/weight_step                  # default sizes
+  python -m jaxnas.bench.profile darts/arch_step/darts_exact --batch 8 --top 30
+  python -m jaxnas.bench.profile oneshot/fairnas_step --space digits --batch 8
 
 Builds the same function and arguments as the record (any `jaxnas bench` flag
 applies), compiles it, makes --warmup calls, then traces --calls calls with
@@ -103,10 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_cpu_enable_xprof_traceme" not in flags:  # before jax starts
         os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_enable_xprof_traceme=true".strip()
-    from benchmarks import runner
+    from jaxnas.bench import runner
 
     parser = runner.build_parser()
-    parser.prog = "python -m benchmarks.profile"
+    parser.prog = "python -m jaxnas.bench.profile"
     parser.description = __doc__
     parser.add_argument("record", help="a record name, e.g. darts/weight_step")
     parser.add_argument("--calls", type=int, default=1, help="traced calls (1)")

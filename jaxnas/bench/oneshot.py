@@ -19,7 +19,7 @@ from typing import Any
 
 import jax
 
-from benchmarks import common
+from jaxnas.bench import common
 from jaxnas.spaces import chain as space_lib
 from jaxnas.strategies import oneshot as oneshot_lib
 from jaxnas.supernet.chain import ChainSupernet

@@ -1,6 +1,6 @@
 """Where the compile time of a DARTS step goes: tracing/lowering vs XLA, per compiler option.
 
-  python -m benchmarks.compile_probe --record darts/iteration/first_order \\
+  python -m jaxnas.bench.compile_probe --record darts/iteration/first_order \\
       --channels 8 --layers 5 --batch 8 --options '' \\
       --options xla_llvm_disable_expensive_passes=true --json out.jsonl
 
@@ -51,8 +51,8 @@ def _child(args: argparse.Namespace, options: str) -> dict[str, Any]:
     import jax
 
     jax.config.update("jax_enable_compilation_cache", False)
-    from benchmarks import darts as darts_bench
-    from benchmarks.measure import _memory_analysis, environment
+    from jaxnas.bench import darts as darts_bench
+    from jaxnas.bench.measure import _memory_analysis, environment
 
     ns = argparse.Namespace(channels=args.channels, layers=args.layers, nodes=args.nodes,
                             batch=args.batch, image=args.image, num_classes=10,
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         child_argv.append(a)
     status = 0
     for options in args.options or [""]:
-        proc = subprocess.run([sys.executable, "-m", "benchmarks.compile_probe", *child_argv,
+        proc = subprocess.run([sys.executable, "-m", "jaxnas.bench.compile_probe", *child_argv,
                                "--_child", options], capture_output=True, text=True)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT)]
         if not lines:

@@ -1,8 +1,8 @@
 """Kernels suite: the DARTS supernet's depthwise-convolution and pooling kernels alone.
 
-  python -m benchmarks --suite kernels                   # batch 32 x 32x32x16, 4 edges
-  python -m benchmarks --suite kernels --kernel-impls slices,taps,lax
-  python -m benchmarks --suite kernels --batch 2 --image 8 --channels 4 --repeats 1
+  jaxnas bench --suite kernels                   # batch 32 x 32x32x16, 4 edges
+  jaxnas bench --suite kernels --kernel-impls slices,taps,lax
+  jaxnas bench --suite kernels --batch 2 --image 8 --channels 4 --repeats 1
 
 Records ``kernels/<kernel>/<impl>``: forward + backward (`jax.vjp` with a fixed
 cotangent) of one kernel of `jaxnas.supernet.kernels` in one implementation, at the
@@ -31,7 +31,7 @@ def case(name: str, args: Any):
     import jax
     import jax.numpy as jnp
 
-    from benchmarks import common
+    from jaxnas.bench import common
     from jaxnas.spaces import ops as ops_lib
     from jaxnas.supernet import kernels
 
