@@ -115,9 +115,11 @@ def bilevel_epochs_to_steps(config: ml_collections.ConfigDict, data: Any
                            config.data.batch_size, "the smaller half of the bilevel split")
 
 
-def run(config: ml_collections.ConfigDict, workdir: str, hooks: Any) -> dict[str, Any]:
+def run(config: ml_collections.ConfigDict, workdir: str, hooks: Any, *,
+        overlap: bool = True) -> dict[str, Any]:
     """Runs or resumes `hooks`' method in `workdir`; returns (and, on process 0,
-    writes to ``workdir/<hooks.results_file>``) its results."""
+    writes to ``workdir/<hooks.results_file>``) its results. `overlap=False` waits for
+    every step's metrics before the next step (the loop benchmark's baseline)."""
     mesh = parallel.make_mesh(config)
     hooks.check(config, mesh)
     workdir = wd.prepare_workdir(workdir)
@@ -128,11 +130,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, hooks: Any) -> dict[str
     common.record_config(config, workdir, enabled=lead)
     log.info("mesh: %s", parallel.describe(mesh))
     with common.out_of_memory_report(config, hooks.memory_keys):
-        return _run(config, workdir, hooks, mesh, lead)
+        return _run(config, workdir, hooks, mesh, lead, overlap)
 
 
-def _run(config: ml_collections.ConfigDict, workdir: str, hooks: Any, mesh, lead: bool
-         ) -> dict[str, Any]:
+def _run(config: ml_collections.ConfigDict, workdir: str, hooks: Any, mesh, lead: bool,
+         overlap: bool) -> dict[str, Any]:
     plan = hooks.build(config, mesh)
     t0 = time.time()
     state = common.init_state(plan.init, mesh)
@@ -162,39 +164,69 @@ def _run(config: ml_collections.ConfigDict, workdir: str, hooks: Any, mesh, lead
                            log_every=config.log_every)
     stopper = common.GracefulStop()
     loop = LoopResult(start, None, [], [])
+
+    def settle(step: int, device_metrics: Any, *, current: bool) -> None:
+        """The host side of step `step`: its metrics fetched and checked, progress,
+        and its log line with the evaluation record when one is due (only when the
+        step's state is the `current` one; due steps are always settled at once)."""
+        metrics = common.host_metrics(device_metrics)
+        common.check_finite(step, metrics)
+        progress.update(1, {k: metrics[k] for k in ("train_loss", "train_accuracy")
+                            if k in metrics} or metrics)  # or a method's own
+        record = plan.evaluate(state, step) if current and plan.eval_due(step) else {}
+        if record and step == plan.stop:
+            loop.last_eval = record
+        if step % config.log_every == 0 or record:
+            metrics_log.write(step, {**metrics, **record})
+            events.write(step, {**metrics, **record})
+
+    # The host work of step k (fetching and logging its metrics, drawing step k + 1's
+    # batches) runs while step k + 1 computes: step k + 1 is dispatched (JAX returns at
+    # once) before step k's metrics are fetched. A step whose state is read (evaluated,
+    # checkpointed, the last, or a stop requested) is settled before the next dispatch,
+    # so checkpoints, feed positions and metrics.jsonl are those of the serial loop.
+    pending: tuple[int, Any] | None = None
     try:
         while loop.step < plan.stop:
             t_step = time.time()
-            first = (compilation.announce(f"the {hooks.desc} step",
-                                          _program_key(config, hooks, mesh),
-                                          print_fn=log.info)
-                     if loop.first_step_s is None else contextlib.nullcontext())
-            with first:  # the first call compiles (or loads the cached program)
-                state, metrics = plan.step(state, *plan.batches())
-                metrics = common.host_metrics(metrics)
+            first = loop.first_step_s is None
+            announce = (compilation.announce(f"the {hooks.desc} step",
+                                             _program_key(config, hooks, mesh),
+                                             print_fn=log.info)
+                        if first else contextlib.nullcontext())
+            with announce:  # the first call compiles (or loads the cached program)
+                state, device_metrics = plan.step(state, *plan.batches())
+                if first:
+                    jax.block_until_ready(device_metrics)
             loop.step += 1
             step = loop.step
-            if loop.first_step_s is None:
+            if pending is not None:
+                settle(*pending, current=False)
+                pending = None
+            stop_requested = stopper.check()
+            due_save = step % config.checkpoint_every == 0 or step == plan.stop
+            if (first or not overlap or due_save or stop_requested
+                    or plan.eval_due(step)):
+                settle(step, device_metrics, current=True)
+            else:
+                pending = (step, device_metrics)
+            if first:
                 loop.first_step_s = time.time() - t0
                 log.info("first step (compilation included) took %.1f s",
                          loop.first_step_s)
             else:
                 loop.step_times.append(time.time() - t_step)
-            common.check_finite(step, metrics)
-            progress.update(1, {k: metrics[k] for k in ("train_loss", "train_accuracy")
-                                if k in metrics} or metrics)  # or a method's own
-            record = plan.evaluate(state, step) if plan.eval_due(step) else {}
-            if record and step == plan.stop:
-                loop.last_eval = record
-            if step % config.log_every == 0 or record:
-                metrics_log.write(step, {**metrics, **record})
-                events.write(step, {**metrics, **record})
-            if step % config.checkpoint_every == 0 or step == plan.stop:
+            if due_save:
                 save(step)
-            if stopper.check():
+            if stop_requested:
                 save(step, force=True)
                 checkpointer.wait()
                 raise stopper.stop(step)
+    except BaseException:
+        if pending is not None:  # a step that finished before the failure is logged
+            with contextlib.suppress(Exception):
+                settle(*pending, current=False)
+        raise
     finally:
         events.close()
         progress.close()
