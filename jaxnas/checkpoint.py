@@ -20,13 +20,14 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import time
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+from jaxnas import workdir as wd
 
 log = logging.getLogger("jaxnas")
 
@@ -111,7 +112,7 @@ class Checkpointer:
 
     def __init__(self, workdir: str, *, max_to_keep: int | None = 3,
                  enabled: bool = True):
-        self.workdir = os.path.abspath(workdir)
+        self.workdir = wd.resolve(workdir)
         self.directory = os.path.join(self.workdir, "checkpoints")
         self.enabled = enabled
         self.save_seconds: list[float] = []
@@ -237,16 +238,16 @@ class Checkpointer:
         self._manager.wait_until_finished()
         if jax.process_index() == 0:
             aside = os.path.join(self.workdir, "checkpoints.corrupt")
-            os.makedirs(aside, exist_ok=True)
+            wd.makedirs(aside)
             for step in steps:
                 source = os.path.join(self.directory, str(step))
-                if not os.path.isdir(source):
+                if not wd.isdir(source):
                     continue
                 n = 0
-                while os.path.exists(os.path.join(aside, f"{step}-{n}")):
+                while wd.exists(os.path.join(aside, f"{step}-{n}")):
                     n += 1
                 target = os.path.join(aside, f"{step}-{n}")
-                shutil.move(source, target)
+                wd.move(source, target)
                 log.warning("moved the unsound checkpoint of step %d to %s", step,
                             target)
         parallel.sync("jaxnas-checkpoint-quarantine")
@@ -277,8 +278,8 @@ def _saved_fields(item_dir: str) -> set[str] | None:
     """Top-level field names of a saved state item, from orbax's ``_METADATA``
     (None if it is missing or unreadable)."""
     try:
-        with open(os.path.join(item_dir, "_METADATA")) as f:
-            tree = json.load(f)["tree_metadata"]
+        tree = json.loads(wd.read_text(os.path.join(item_dir, "_METADATA")))[
+            "tree_metadata"]
         return {entry["key_metadata"][0]["key"] for entry in tree.values()
                 if entry.get("key_metadata")}
     except (OSError, ValueError, KeyError, TypeError, IndexError):
@@ -291,8 +292,8 @@ def latest_meta(workdir: str) -> dict[str, Any] | None:
     Read without the state, so that a run whose state has other shapes (another config
     or genotype) is recognised before anything is restored or overwritten.
     """
-    directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-    if not os.path.isdir(directory):
+    directory = os.path.join(wd.resolve(workdir), "checkpoints")
+    if not wd.isdir(directory):
         return None
     manager = ocp.CheckpointManager(directory)
     try:

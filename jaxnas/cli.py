@@ -39,7 +39,7 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Runs a search; re-running on the same --workdir resumes it. Writes "
         "DIR/config.json, DIR/metrics.jsonl, DIR/checkpoints/, DIR/genotype.json and plots.")
     search.add_argument("--config", required=True, help="path to a config file")
-    search.add_argument("--workdir", required=True, help="run directory")
+    search.add_argument("--workdir", required=True, help="run directory (a local path or gs://bucket/...)")
     dist = search.add_argument_group(
         "multi-process (multi-host) runs",
         "Start one process per host (or per GPU) with the same command; they form one "
@@ -64,7 +64,7 @@ def _build_parser() -> argparse.ArgumentParser:
                        "a literal DARTS Genotype(...) string, or a NAS-Bench-201 arch "
                        "string |op~0|+|op~0|op~1|+|...|")
     train.add_argument("--config", required=True, help="path to a config file")
-    train.add_argument("--workdir", required=True, help="run directory")
+    train.add_argument("--workdir", required=True, help="run directory (a local path or gs://bucket/...)")
 
     compare = sub.add_parser(
         "compare", help="retrain a searched architecture next to random ones",
@@ -76,7 +76,7 @@ def _build_parser() -> argparse.ArgumentParser:
                          help="the searched architecture (as for train: a search's "
                          "genotype.json, a known name or a Genotype(...) string)")
     compare.add_argument("--config", required=True, help="a retraining config file")
-    compare.add_argument("--workdir", required=True, help="run directory")
+    compare.add_argument("--workdir", required=True, help="run directory (a local path or gs://bucket/...)")
     compare.add_argument("--random", type=int, default=8, metavar="N",
                          help="random architectures to retrain (default 8)")
     compare.add_argument("--seeds", default="0,1,2",
@@ -99,7 +99,7 @@ def _build_parser() -> argparse.ArgumentParser:
                        "section, e.g. experiments/study_digits.py); with --from, only "
                        "its study section is used (default: the earlier run's, else "
                        "the defaults)")
-    study.add_argument("--workdir", required=True, help="run directory")
+    study.add_argument("--workdir", required=True, help="run directory (a local path or gs://bucket/...)")
     study.add_argument("--from", dest="source", default=None, metavar="DIR",
                        help="probe the saved checkpoints of the search in DIR")
 

@@ -122,7 +122,7 @@ def run(config: ml_collections.ConfigDict, architecture: Any,
     runs: dict[str, list[dict[str, Any]]] = {}
     for done, (name, seed, arch, run_config, run_dir) in enumerate(plan, 1):
         path = os.path.join(run_dir, "result.json")
-        result = (wd.read_json(path) if os.path.exists(path)
+        result = (wd.read_json(path) if wd.exists(path)
                   else train.run(run_config, arch, run_dir))
         runs.setdefault(name, []).append(result)
         log.info("[%d/%d] %s seed %d: test accuracy %.4f, loss %.4f", done, len(plan),
@@ -138,14 +138,14 @@ def _check_stored_run(run_dir: str, name: str, genotype_json: dict[str, Any],
     """ValueError unless a finished run in `run_dir` is of this architecture and recipe
     (an unfinished one is resumed, or refused, by `train.run` itself)."""
     result_path = os.path.join(run_dir, "result.json")
-    if not os.path.exists(result_path):
+    if not wd.exists(result_path):
         return
     if wd.read_json(result_path).get("genotype") != genotype_json:
         raise ValueError(f"{run_dir} holds a run of another architecture than {name} (a "
                          "different --genotype or --random-seed?); use another --workdir "
                          "or remove it")
     config_path = os.path.join(run_dir, "config.json")
-    if not os.path.exists(config_path):
+    if not wd.exists(config_path):
         raise ValueError(f"{run_dir} has a result.json but no config.json, so its recipe "
                          "cannot be checked; use another --workdir or remove it")
     stored = config_lib.flatten(wd.read_json(config_path))

@@ -263,9 +263,9 @@ def latency_table(record: dict[str, Any]) -> tuple[float, np.ndarray]:
 
 def save_latency_table(record: dict[str, Any], path: str) -> None:
     """Writes a latency record as JSON."""
-    with open(path, "w") as f:
-        json.dump(record, f, indent=1)
-        f.write("\n")
+    from jaxnas import workdir as wd
+
+    wd.write_text(path, json.dumps(record, indent=1) + "\n")
 
 
 def load_latency_table(path: str, space: space_lib.ChainSpace | None = None,
@@ -273,8 +273,9 @@ def load_latency_table(path: str, space: space_lib.ChainSpace | None = None,
                        image_size: int | None = None) -> dict[str, Any]:
     """Reads a latency record; ValueError when it is not one, or was measured for
     another space, class count or image size than the ones given."""
-    with open(path) as f:
-        record = json.load(f)
+    from jaxnas import workdir as wd
+
+    record = json.loads(wd.read_text(path))
     if not isinstance(record, dict) or record.get("format") != LATENCY_FORMAT:
         raise ValueError(f"{path} is not a latency table (expected format "
                          f"{LATENCY_FORMAT!r})")

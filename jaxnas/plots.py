@@ -35,12 +35,22 @@ def edge_labels(num_edges: int) -> list[str]:
     return [f"edge {i}" for i in range(num_edges)]
 
 
+def save_figure(fig, path: str, **kwargs) -> None:
+    """`fig` written to `path` (local or a workdir URI: `jaxnas.workdir`), in the
+    format its extension names."""
+    from jaxnas import workdir as wd
+
+    fmt = os.path.splitext(path)[1].lstrip(".").lower() or "png"
+    with wd.open_binary(path, "wb") as f:
+        fig.savefig(f, format=fmt, **kwargs)
+
+
 def _save(fig, path: str) -> None:
     """`path` (PNG) and the same figure as PDF beside it, for papers."""
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     root, ext = os.path.splitext(path)
     if ext.lower() == ".png":
-        fig.savefig(root + ".pdf")
+        save_figure(fig, root + ".pdf")
 
 
 def arch_heatmap(weights: Mapping[str, np.ndarray], primitives: Sequence[str],
@@ -110,5 +120,5 @@ def fitness_curve(rounds: Sequence[int], best: Sequence[float], median: Sequence
     ax.set_ylabel("fitness")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)

@@ -22,13 +22,13 @@ at the edge of the loop: every record the loop logs, with the same steps and val
 
 from __future__ import annotations
 
-import glob
 import logging
-import os
 import re
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+from jaxnas import workdir as wd
 
 log = logging.getLogger("jaxnas")
 
@@ -160,9 +160,12 @@ class EventWriter:
             return
         from tensorboardX import SummaryWriter
 
+        if wd.is_remote(workdir):
+            _route_uris_through_workdir()
+
         # tensorboardX names a file by the second it opens and the host, and opens it
         # "wb": a numbered suffix keeps two sessions in one second apart, in order
-        session = len(glob.glob(os.path.join(workdir, "events.out.tfevents.*")))
+        session = len(wd.glob(workdir, "events.out.tfevents.*"))
         self._writer = SummaryWriter(logdir=workdir, purge_step=start + 1,
                                      flush_secs=10, filename_suffix=f".{session:04d}")
 
@@ -202,3 +205,42 @@ class EventWriter:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+class _ObjectEventFile:
+    """An event file on an object store, for tensorboardX: a store cannot append,
+    so the file's bytes stay in memory and each flush writes the object whole (as
+    tensorboardX's own gs:// writer does), through `jaxnas.workdir`."""
+
+    def __init__(self, path: str):
+        import io
+
+        self.path, self.buffer = path, io.BytesIO()
+
+    def write(self, data: bytes) -> None:
+        self.buffer.write(data)
+
+    def flush(self) -> None:
+        wd.write_bytes(self.path, self.buffer.getvalue())
+
+    def close(self) -> None:
+        self.flush()
+
+
+class _ObjectEventFiles:
+    """tensorboardX's writer factory for workdir URIs."""
+
+    def open(self, path: str) -> _ObjectEventFile:
+        return _ObjectEventFile(path)
+
+    def directory_check(self, path: str) -> None:
+        wd.makedirs(path)
+
+
+def _route_uris_through_workdir() -> None:
+    """Makes tensorboardX write gs://, s3:// and az:// event files through
+    `jaxnas.workdir` (etils.epath), like every other workdir file."""
+    from tensorboardX import record_writer
+
+    for scheme in ("gs", "s3", "az"):
+        record_writer.register_writer_factory(scheme, _ObjectEventFiles())

@@ -1,4 +1,5 @@
-"""The run directory: resolved config, metrics.jsonl, JSON results and progress output."""
+"""The run directory: resolved config, metrics.jsonl, JSON results and progress output,
+and the one path layer every workdir file goes through (local or ``gs://``)."""
 
 from __future__ import annotations
 
@@ -28,26 +29,146 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def write_json(path: str, payload: Any) -> None:
-    """Writes `payload` as JSON atomically (temp file, then rename)."""
-    tmp = f"{path}.tmp{os.getpid()}"
+# ----------------------------------------------------------------------------------
+# Paths. A workdir is a local directory or an object-store URI (gs://bucket/run, also
+# s3://, az://): every file jaxnas writes in it goes through these functions, which
+# use etils.epath (the path library orbax and TFDS use) for URIs. Object stores have
+# no append and no atomic rename, but a whole-object write is atomic: that is what a
+# remote write does. Local paths keep plain OS calls (appends, atomic renames).
+
+
+def is_remote(path: str) -> bool:
+    """Whether `path` is a URI (``scheme://...``) rather than a local path."""
+    return "://" in str(path)
+
+
+def path(p: str):
+    """`p` as an ``etils.epath.Path`` (a pathlib.Path for local paths)."""
+    from etils import epath
+
+    return epath.Path(p)
+
+
+def resolve(workdir: str) -> str:
+    """A workdir's canonical form: local paths absolute (``~`` expanded); URIs as
+    given, without a trailing slash."""
+    workdir = str(workdir)
+    if is_remote(workdir):
+        return workdir.rstrip("/")
+    return os.path.abspath(os.path.expanduser(workdir))
+
+
+def exists(p: str) -> bool:
+    return path(p).exists() if is_remote(p) else os.path.exists(p)
+
+
+def isdir(p: str) -> bool:
+    return path(p).is_dir() if is_remote(p) else os.path.isdir(p)
+
+
+def isfile(p: str) -> bool:
+    return path(p).is_file() if is_remote(p) else os.path.isfile(p)
+
+
+def makedirs(p: str) -> None:
+    if is_remote(p):
+        path(p).mkdir(parents=True, exist_ok=True)
+    else:
+        os.makedirs(p, exist_ok=True)
+
+
+def glob(directory: str, pattern: str) -> list[str]:
+    """The paths in `directory` whose names match `pattern`, sorted."""
+    if is_remote(directory):
+        return sorted(str(q) for q in path(directory).glob(pattern))
+    import glob as glob_lib
+
+    return sorted(glob_lib.glob(os.path.join(directory, pattern)))
+
+
+def write_text(p: str, text: str) -> None:
+    """Writes `text` to `p` whole: locally through a temp file and a rename, so a
+    reader never sees half a file; remotely as one object write."""
+    if is_remote(p):
+        path(p).write_text(text)
+        return
+    tmp = f"{p}.tmp{os.getpid()}"
     with open(tmp, "w") as f:
-        json.dump(_jsonable(payload), f, indent=2, sort_keys=False)
-        f.write("\n")
-    os.replace(tmp, path)
+        f.write(text)
+    os.replace(tmp, p)
+
+
+def write_bytes(p: str, data: bytes) -> None:
+    """Writes `data` to `p` whole (see `write_text`)."""
+    if is_remote(p):
+        path(p).write_bytes(data)
+        return
+    tmp = f"{p}.tmp{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, p)
+
+
+def read_text(p: str) -> str:
+    if is_remote(p):
+        return path(p).read_text()
+    with open(p) as f:
+        return f.read()
+
+
+def open_binary(p: str, mode: str = "wb"):
+    """A binary file object for `p` (for writers that take one, e.g. matplotlib)."""
+    return path(p).open(mode) if is_remote(p) else open(p, mode)
+
+
+def move(source: str, target: str) -> None:
+    """Moves a file or directory to `target` (which must not exist). On an object
+    store, each file is copied, then the source deleted: a store has no rename, and
+    its "directories" exist only while they hold objects."""
+    if not (is_remote(source) or is_remote(target)):
+        import shutil
+
+        shutil.move(source, target)
+        return
+    src = path(source)
+    files = ([(f, path(target).joinpath(*parts)) for f, parts in _files_under(src)]
+             if src.is_dir() else [(src, path(target))])
+    for f, dst in files:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        f.copy(dst)
+    if src.is_dir():
+        src.rmtree()
+    else:
+        src.unlink()
+
+
+def _files_under(directory) -> Iterable[tuple[Any, tuple[str, ...]]]:
+    """(file, its path parts below `directory`) of every file under an epath dir."""
+    for child in directory.iterdir():
+        if child.is_dir():
+            yield from ((f, (child.name, *parts)) for f, parts in _files_under(child))
+        else:
+            yield child, (child.name,)
+
+
+def write_json(path: str, payload: Any) -> None:
+    """Writes `payload` as JSON whole (see `write_text`)."""
+    write_text(path, json.dumps(_jsonable(payload), indent=2, sort_keys=False) + "\n")
 
 
 def read_json(path: str) -> Any:
-    with open(path) as f:
-        return json.load(f)
+    return json.loads(read_text(path))
 
 
 class MetricsWriter:
-    """Appends one JSON object per logged step to `metrics.jsonl` (flushed each write)."""
+    """Appends one JSON object per logged step to `metrics.jsonl` (flushed each write;
+    on an object store, which cannot append, the file is rewritten whole)."""
 
     def __init__(self, workdir: str, *, enabled: bool = True, filename: str = "metrics.jsonl"):
         self.path = os.path.join(workdir, filename)
         self.enabled = enabled
+        self._remote = is_remote(workdir)
+        self._lines: list[str] | None = None  # remote: the file's lines, read once
 
     def write(self, step: int, metrics: Mapping[str, Any], **extra: Any) -> None:
         if not self.enabled:
@@ -55,25 +176,30 @@ class MetricsWriter:
         record = {"step": int(step), "time": round(time.time(), 3)}
         record.update(_jsonable(dict(extra)))
         record.update(_jsonable(dict(metrics)))
+        line = json.dumps(record) + "\n"
+        if self._remote:
+            if self._lines is None:
+                self._lines = (read_text(self.path).splitlines(keepends=True)
+                               if exists(self.path) else [])
+            self._lines.append(line)
+            write_text(self.path, "".join(self._lines))
+            return
         with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(line)
 
     def read(self) -> list[dict[str, Any]]:
-        if not os.path.exists(self.path):
+        if not exists(self.path):
             return []
-        with open(self.path) as f:
-            return [json.loads(line) for line in f if line.strip()]
+        return [json.loads(line) for line in read_text(self.path).splitlines()
+                if line.strip()]
 
     def truncate_after(self, step: int) -> None:
         """Drops records with step > `step` (used on resume so that no step is logged twice)."""
-        if not self.enabled or not os.path.exists(self.path):
+        if not self.enabled or not exists(self.path):
             return
         kept = [r for r in self.read() if r.get("step", 0) <= step]
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            for record in kept:
-                f.write(json.dumps(record) + "\n")
-        os.replace(tmp, self.path)
+        write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+        self._lines = None
 
 
 class Progress:
@@ -134,14 +260,14 @@ def _format_metrics(metrics: Mapping[str, Any], keys: Iterable[str] | None = Non
 
 
 def prepare_workdir(workdir: str) -> str:
-    """Creates `workdir` (and parents) and returns its absolute path."""
-    path = os.path.abspath(os.path.expanduser(workdir))
-    if os.path.exists(path) and not os.path.isdir(path):
+    """Creates `workdir` (and parents) and returns its canonical form (`resolve`)."""
+    resolved = resolve(workdir)
+    if exists(resolved) and not isdir(resolved):
         raise ValueError(f"--workdir {workdir} is a file, not a directory: give a "
                          "directory (it is created if missing)")
     try:
-        os.makedirs(path, exist_ok=True)
+        makedirs(resolved)
     except (FileExistsError, NotADirectoryError) as e:
         raise ValueError(f"--workdir {workdir} cannot be created: {e.strerror} "
                          f"({e.filename})") from None
-    return path
+    return resolved

@@ -32,10 +32,11 @@ optionally ``parse(spec) -> arch | None`` (a command-line spec it recognises).
 from __future__ import annotations
 
 import json
-import os
 from typing import Any, Callable, Mapping, Protocol, runtime_checkable
 
 import numpy as np
+
+from jaxnas import workdir as wd
 
 Arch = Any  # a discrete architecture of some space
 
@@ -113,7 +114,7 @@ def from_spec(spec: str) -> Arch:
 
     The last registered space that parses specs gives the error message of a spec
     nobody recognises (the DARTS space lists its known names)."""
-    if os.path.isfile(spec):
+    if wd.isfile(spec):
         obj = read_json_file(spec)
         for factory in _REGISTRY.values():
             if factory.reads_json(obj):
@@ -139,10 +140,11 @@ def from_spec(spec: str) -> Arch:
 def read_json_file(path: str) -> Any:
     """The decoded JSON of a genotype file; ValueError naming the file otherwise."""
     try:
-        with open(path) as f:
-            return json.load(f)
+        return json.loads(wd.read_text(path))
     except json.JSONDecodeError as e:
         raise ValueError(f"genotype file {path}: invalid JSON ({e})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"genotype file {path}: not a text (JSON) file") from None
 
 
 def rng_of(key_or_rng: Any) -> np.random.Generator:

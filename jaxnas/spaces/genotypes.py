@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import ast
-import os
 from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
+from jaxnas import workdir as wd
 from jaxnas.spaces import base
 
 # The order is a contract: rows of architecture weights index ops in this order.
@@ -290,7 +290,7 @@ def resolve(spec: str) -> Genotype:
         return KNOWN_GENOTYPES[spec]
     if spec.lstrip().startswith("Genotype"):
         return from_str(spec)
-    if os.path.isfile(spec):
+    if wd.isfile(spec):
         d = base.read_json_file(spec)
         if isinstance(d, Mapping) and "genotype" in d:
             d = d["genotype"]

@@ -229,7 +229,7 @@ def run_from(source: str, workdir: str,
     from jaxnas import checkpoint as ckpt_lib
 
     path = os.path.join(source, "config.json")
-    if not os.path.isfile(path):
+    if not wd.isfile(path):
         raise FileNotFoundError(f"--from {source}: no config.json there (expected the "
                                 "workdir of a jaxnas search)")
     config = ml_collections.ConfigDict(wd.read_json(path))
