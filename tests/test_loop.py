@@ -195,3 +195,14 @@ def test_a_nan_in_a_step_settled_late_is_named_and_never_checkpointed(tmp_path):
                      log_every=1), tmp_path)
     assert not [d for d in os.listdir(tmp_path / "checkpoints") if d.isdigit()]
     assert [r["step"] for r in _records(tmp_path)] == [1]
+
+
+def test_the_first_evaluation_pause_is_explained_once(tmp_path, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="jaxnas"):
+        _run(_config(), tmp_path)  # evaluations at steps 3 and 6
+    lines = [r.getMessage() for r in caplog.records if "first evaluation" in
+             r.getMessage()]
+    assert lines == ["step 3: first evaluation (its programs compile once; the steps "
+                     "pause meanwhile)"]

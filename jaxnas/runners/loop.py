@@ -165,6 +165,8 @@ def _run(config: ml_collections.ConfigDict, workdir: str, hooks: Any, mesh, lead
     stopper = common.GracefulStop()
     loop = LoopResult(start, None, [], [])
 
+    evaluated: list[int] = []  # the steps this session evaluated
+
     def settle(step: int, device_metrics: Any, *, current: bool) -> None:
         """The host side of step `step`: its metrics fetched and checked, progress,
         and its log line with the evaluation record when one is due (only when the
@@ -173,7 +175,13 @@ def _run(config: ml_collections.ConfigDict, workdir: str, hooks: Any, mesh, lead
         common.check_finite(step, metrics)
         progress.update(1, {k: metrics[k] for k in ("train_loss", "train_accuracy")
                             if k in metrics} or metrics)  # or a method's own
-        record = plan.evaluate(state, step) if current and plan.eval_due(step) else {}
+        record = {}
+        if current and plan.eval_due(step):
+            if not evaluated:  # say why the steps pause (its programs compile)
+                log.info("step %d: first evaluation (its programs compile once; the "
+                         "steps pause meanwhile)", step)
+            evaluated.append(step)
+            record = plan.evaluate(state, step)
         if record and step == plan.stop:
             loop.last_eval = record
         if step % config.log_every == 0 or record:
