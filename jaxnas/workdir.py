@@ -87,19 +87,13 @@ def glob(directory: str, pattern: str) -> list[str]:
 
 
 def write_text(p: str, text: str) -> None:
-    """Writes `text` to `p` whole: locally through a temp file and a rename, so a
-    reader never sees half a file; remotely as one object write."""
-    if is_remote(p):
-        path(p).write_text(text)
-        return
-    tmp = f"{p}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, p)
+    """Writes `text` (UTF-8) to `p` whole (see `write_bytes`)."""
+    write_bytes(p, text.encode("utf-8"))
 
 
 def write_bytes(p: str, data: bytes) -> None:
-    """Writes `data` to `p` whole (see `write_text`)."""
+    """Writes `data` to `p` whole: locally through a temp file and a rename, so a
+    reader never sees half a file; remotely as one object write."""
     if is_remote(p):
         path(p).write_bytes(data)
         return
