@@ -54,6 +54,18 @@ def strategy(model: DartsSupernet, estimator: str, s: dict = SETTINGS):
         neumann_alpha=s["neumann_alpha"])
 
 
+def placed_state(strat, args: Any, placement: common.Placement):
+    """``(image size, state, train batch, val batch, parameter count)``: a bilevel
+    strategy's state initialised on synthetic batches, placed on `placement`."""
+    image = args.image or 32
+    train = common.synthetic_batch(0, args.batch, image, 3, args.num_classes)
+    val = common.synthetic_batch(1, args.batch, image, 3, args.num_classes)
+    state = jax.jit(strat.init)(jax.random.key(0), train["image"])
+    n_params = common.param_count(state.params)
+    state = placement.replicated(state)
+    return image, state, placement.batch(train), placement.batch(val), n_params
+
+
 def case(name: str, args: Any) -> common.Case:
     """The function and placed arguments of one record of this suite."""
     kind, _, estimator = name.partition("/")[2].partition("/")
@@ -61,13 +73,7 @@ def case(name: str, args: Any) -> common.Case:
     placement = common.Placement(args.devices)
     model = build_model(args)
     strat = strategy(model, estimator)
-    image = args.image or 32
-    train = common.synthetic_batch(0, args.batch, image, 3, args.num_classes)
-    val = common.synthetic_batch(1, args.batch, image, 3, args.num_classes)
-    state = jax.jit(strat.init)(jax.random.key(0), train["image"])
-    n_params = common.param_count(state.params)
-    state = placement.replicated(state)
-    train, val = placement.batch(train), placement.batch(val)
+    image, state, train, val, n_params = placed_state(strat, args, placement)
     arch_step, weight_step = strat.parts["arch_step"], strat.parts["weight_step"]
     if kind == "weight_step":
         fn, fn_args, state_out = weight_step, (state, train), "first"

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax
 
 from jaxnas.bench import common
 from jaxnas.bench import darts as darts_bench
@@ -69,13 +68,7 @@ def case(name: str, args: Any) -> common.Case:
     if method == "pcdarts":
         model = model.clone(mixed_op="loop", partial_channels=PCDARTS_K)
     strat = strategy(method, model)
-    image = args.image or 32
-    train = common.synthetic_batch(0, args.batch, image, 3, args.num_classes)
-    val = common.synthetic_batch(1, args.batch, image, 3, args.num_classes)
-    state = jax.jit(strat.init)(jax.random.key(0), train["image"])
-    n_params = common.param_count(state.params)
-    state = placement.replicated(state)
-    train, val = placement.batch(train), placement.batch(val)
+    image, state, train, val, n_params = darts_bench.placed_state(strat, args, placement)
     config = dict(method=method, estimator="first_order", channels=args.channels,
                   layers=args.layers, nodes=args.nodes, batch=args.batch,
                   image=[image, image, 3], num_classes=args.num_classes,
