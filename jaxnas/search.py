@@ -43,6 +43,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     results dict (``genotype``, ``genotype_str`` or ``path``, ``steps``, ...).
     """
     method = methods.validate(config)
+    if method.runner is not None:
+        import importlib
+
+        return importlib.import_module(method.runner).run(config, workdir)
     from jaxnas.runners import loop
 
     return loop.run(config, workdir, method.hooks(config))

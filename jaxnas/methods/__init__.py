@@ -68,6 +68,9 @@ class Method:
     loop: str                                   # module with hooks(config)
     check: Callable[[ml_collections.ConfigDict], None] = lambda config: None
     mesh_axes: tuple[str, ...] = ("data",)      # axes that may exceed 1
+    # a module with run(config, workdir) for a method that is more than one loop run
+    # (P-DARTS' stages); None: `jaxnas.runners.loop.run` with `hooks(config)`
+    runner: str | None = None
 
     def hooks(self, config: ml_collections.ConfigDict) -> Any:
         """The loop hooks of this method (imports its JAX code)."""

@@ -66,6 +66,19 @@ def _proxyless(model, config, total_steps, **kw):
     return proxyless(model, cost_weight=weight, **kw)
 
 
+def _pdarts(model, config, total_steps, **kw):
+    from jaxnas.runners import pdarts as stages
+    from jaxnas.strategies.pdarts import dropout_schedule, pdarts_stage
+    stage, ops = stages.stage_of(config, model)
+    p = config.pdarts
+    rate = p.skip_dropout[stage]
+    skip_rate = (dropout_schedule(rate, config.epochs, config.darts.warmup_epochs,
+                                  total_steps // config.epochs) if rate > 0 else None)
+    last = stage == len(p.num_ops) - 1
+    return pdarts_stage(model, ops=ops, skip_rate=skip_rate,
+                        max_skips=p.max_skips if last else None, **kw)
+
+
 # config.method -> (model, config, total search steps, darts' keywords) -> strategy;
 # every method shares DARTS' estimator, optimizers, warm-up and space settings.
 BUILDERS = {
@@ -77,13 +90,21 @@ BUILDERS = {
     "darts_minus": _darts_minus,
     "pcdarts": _pcdarts,
     "proxyless": _proxyless,
+    "pdarts": _pdarts,
 }
 
 # config.method -> (supernet, config) -> the supernet that method searches
 MODEL_OPTIONS = {
     "pcdarts": lambda model, config: model.clone(
         partial_channels=config.pcdarts.partial_channels),
+    "pdarts": lambda model, config: model.clone(
+        edge_ops=_pdarts_stage_ops(config, model)),
 }
+
+
+def _pdarts_stage_ops(config, model):
+    from jaxnas.runners import pdarts as stages
+    return stages.stage_of(config, model)[1]
 
 
 def build(config: ml_collections.ConfigDict, num_classes: int, steps_per_epoch: int,

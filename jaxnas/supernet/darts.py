@@ -223,6 +223,15 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
     return jnp.max(x.reshape(n, h // 2, 2, w // 2, 2, c), axis=(2, 4))
 
 
+def skip_dropout(x: jax.Array, key: jax.Array, rate: jax.Array) -> jax.Array:
+    """Inverted dropout of `x` at `rate` in [0, 1) (P-DARTS' dropout after the identity
+    op): each element kept with probability 1 - rate and scaled by 1 / (1 - rate). At
+    rate 0 every element is kept and returned exactly."""
+    keep = 1.0 - jnp.asarray(rate, jnp.float32)
+    mask = jax.random.bernoulli(key, keep, x.shape)
+    return jnp.where(mask, x / keep.astype(x.dtype), jnp.zeros((), x.dtype))
+
+
 class LoopMixedOp(nn.Module):
     """Reference mixed op: one module per candidate, sum_k w[k] * op_k(x).
 
@@ -231,6 +240,9 @@ class LoopMixedOp(nn.Module):
     concatenated and `channel_shuffle`d with K groups. The bypass is scaled by sum_k w[k]
     (1 for softmax and one-hot weights), so that weights with an edge weight folded in,
     beta * w[k], scale the whole edge output by beta as PC-DARTS' edge normalisation does.
+
+    drop=(key, rate): inverted dropout on the identity op's output (`skip_dropout`;
+    P-DARTS), on stride-1 edges only (a stride-2 skip is a FactorizedReduce).
     """
 
     channels: int
@@ -239,7 +251,8 @@ class LoopMixedOp(nn.Module):
     partial_channels: int = 1
 
     @nn.compact
-    def __call__(self, x: jax.Array, w: jax.Array, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, w: jax.Array, train: bool,
+                 drop: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
         k_pc = self.partial_channels
         c_op = self.channels // k_pc
         x_op = x if k_pc == 1 else x[..., :c_op]
@@ -248,6 +261,8 @@ class LoopMixedOp(nn.Module):
             y = ops_lib.OPS[name](c_op, self.stride, False, name=name)(x_op, train)
             if "pool" in name:
                 y = StackedBatchNorm(name=f"{name}_bn")(y[None], train)[0]
+            if drop is not None and name == "skip_connect" and self.stride == 1:
+                y = skip_dropout(y, *drop)
             out = out + w[k].astype(x.dtype) * y
         if k_pc == 1:
             return out
@@ -310,6 +325,10 @@ class SearchCell(nn.Module):
               slots' parameters (they receive exactly zero gradient).
       "fused" one fused group per source state, unrolled: exactly 14 edge evaluations.
       "loop"  the reference: one module per op per edge.
+
+    `edge_primitives` (loop only; P-DARTS' pruned op sets): edge e builds and runs only
+    the ops `edge_primitives[e]` (names among `primitives`), weighted by their columns
+    of its row of `w` (the other columns are not read). `drop`: (key, rate) of `skip_dropout`, one key per edge.
     """
 
     channels: int
@@ -321,9 +340,11 @@ class SearchCell(nn.Module):
     mixed_op: str = "scan"
     impl: str = "auto"
     partial_channels: int = 1
+    edge_primitives: tuple[tuple[str, ...], ...] | None = None
 
     @nn.compact
-    def __call__(self, s0: jax.Array, s1: jax.Array, w: jax.Array, train: bool) -> jax.Array:
+    def __call__(self, s0: jax.Array, s1: jax.Array, w: jax.Array, train: bool,
+                 drop: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
         c = self.channels
         if self.reduction_prev:
             s0 = StackedFactorizedReduce(1, c, name="preprocess0")(s0, train)[0]
@@ -346,9 +367,14 @@ class SearchCell(nn.Module):
             else:
                 for j in targets:
                     e = cells.edge_index(src, j)
+                    prims = (tuple(self.primitives) if self.edge_primitives is None
+                             else tuple(self.edge_primitives[e]))
+                    edge_drop = (None if drop is None
+                                 else (jax.random.fold_in(drop[0], e), drop[1]))
+                    cols = np.asarray([list(self.primitives).index(p) for p in prims])
                     nodes[j] = nodes[j] + LoopMixedOp(
-                        c, stride, tuple(self.primitives), self.partial_channels,
-                        name=f"edge_{e}")(states[src], w[e], train)
+                        c, stride, prims, self.partial_channels,
+                        name=f"edge_{e}")(states[src], w[e, cols], train, edge_drop)
             if src >= 1:  # node src-1 has now received all of its inputs
                 states.append(nodes[src - 1])
         return jnp.concatenate(states[-self.multiplier:], axis=-1)
@@ -395,12 +421,22 @@ class DartsSupernet(nn.Module):
     remat: bool = False
     # PC-DARTS: 1/K of each edge's channels through its mixed op (LoopMixedOp); 1 = DARTS
     partial_channels: int = 1
+    # P-DARTS: (normal, reduce) op names per edge (loop only); None = every primitive
+    # on every edge. arch keeps one column per primitive; pruned columns are not read.
+    edge_ops: tuple[tuple[tuple[str, ...], ...], tuple[tuple[str, ...], ...]] | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array, arch: dict, train: bool = True) -> jax.Array:
+        """`arch`: {"normal": w[E, K], "reduce": w[E, K]}, and optionally
+        "skip_dropout": {"key", "rate"} (P-DARTS; loop mixed op only): inverted dropout
+        on every stride-1 identity op's output, an independent mask per cell and edge."""
         if self.mixed_op not in MIXED_OPS:
             raise ValueError(f"mixed_op={self.mixed_op!r}: expected one of {MIXED_OPS}")
         check_partial_channels(self.partial_channels, self.channels, self.mixed_op)
+        drop = arch.get("skip_dropout")
+        if (self.edge_ops is not None or drop is not None) and self.mixed_op != "loop":
+            raise ValueError(f"per-edge op sets and skip dropout (P-DARTS) need "
+                             f"mixed_op='loop', got mixed_op={self.mixed_op!r}")
         if self.mixed_op != "loop" and tuple(self.primitives) != tuple(PRIMITIVES):
             raise ValueError(f"mixed_op={self.mixed_op!r} is built for the DARTS "
                              f"primitives {PRIMITIVES}; use mixed_op='loop' for others")
@@ -419,10 +455,14 @@ class DartsSupernet(nn.Module):
             reduction = i in reductions
             if reduction:
                 c *= 2
+            ops = None if self.edge_ops is None else self.edge_ops[int(reduction)]
             cell = cell_cls(c, reduction, reduction_prev, self.steps, self.multiplier,
                               tuple(self.primitives), self.mixed_op, self.impl,
-                              self.partial_channels, name=f"cell_{i}")
-            s0, s1 = s1, cell(s0, s1, arch["reduce" if reduction else "normal"], train)
+                              self.partial_channels, ops, name=f"cell_{i}")
+            cell_drop = (None if drop is None
+                         else (jax.random.fold_in(drop["key"], i), drop["rate"]))
+            s0, s1 = s1, cell(s0, s1, arch["reduce" if reduction else "normal"], train,
+                              cell_drop)
             reduction_prev = reduction
         pooled = jnp.mean(s1, axis=(1, 2))
         return nn.Dense(self.num_classes, name="classifier")(pooled)
