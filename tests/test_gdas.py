@@ -92,3 +92,74 @@ def test_a_checkpointed_two_plus_two_step_run_equals_a_four_step_run(tmp_path):
 def test_refuses_tau_out_of_order():
     with pytest.raises(ValueError, match="tau_min"):
         gdas_lib.gdas(ToySupernet(), total_steps=4, tau_max=0.1, tau_min=1.0)
+
+
+def _mixed_op_outputs(x, variables):
+    """Every candidate's output op_k(x) of a LoopMixedOp, from the all-ops form fed each
+    one-hot in turn (the independent reference for the single-path form)."""
+    from jaxnas.supernet.darts import LoopMixedOp
+
+    dense = LoopMixedOp(4, 1)
+    return [dense.apply(variables, x, jax.nn.one_hot(k, 8), True,
+                        mutable=["batch_stats"])[0] for k in range(8)]
+
+
+def test_single_path_runs_the_chosen_op_with_gdas_gradients():
+    """Value: op_k*(x) for k* = argmax w (one-hot or not). Gradient of <g, out> in w:
+    <g, op_k*(x)> at k*, sum(g) elsewhere (GDAS' forward_gdas); only k*'s BatchNorm
+    statistics move."""
+    from jaxnas.supernet.darts import LoopMixedOp
+
+    x = jax.random.normal(jax.random.key(0), (2, 6, 6, 4))
+    g = jax.random.normal(jax.random.key(1), (2, 6, 6, 4))
+    single = LoopMixedOp(4, 1, single_path=True)
+    variables = single.init(jax.random.key(2), x, jnp.full(8, 1 / 8), True)
+    outs = _mixed_op_outputs(x, variables)
+    for k in (1, 4, 7):  # max pool (BatchNorm), sep_conv_3x3, dil_conv_5x5
+        w = jax.nn.one_hot(k, 8) * 0.7 + 0.3 / 8  # argmax k, not one-hot
+        (y, stats) = single.apply(variables, x, w, True, mutable=["batch_stats"])
+        np.testing.assert_allclose(y, outs[k], rtol=1e-5, atol=1e-6)
+        grad = jax.grad(lambda w: jnp.sum(g * single.apply(
+            variables, x, w, True, mutable=["batch_stats"])[0]))(w)
+        want = np.full(8, float(jnp.sum(g)))
+        want[k] = float(jnp.sum(g * outs[k]))
+        np.testing.assert_allclose(grad, want, rtol=1e-4, atol=1e-4)
+        moved = {name for name, v in stats["batch_stats"].items()
+                 if any(not np.array_equal(a, b) for a, b in zip(
+                     jax.tree.leaves(v),
+                     jax.tree.leaves(variables["batch_stats"][name])))}
+        from jaxnas.spaces.ops import PRIMITIVES
+        assert moved <= {PRIMITIVES[k], PRIMITIVES[k] + "_bn"} and moved
+
+
+def test_single_path_supernet_equals_the_all_ops_one_at_one_hot_weights():
+    from jaxnas.spaces import cells
+    from jaxnas.supernet.darts import DartsSupernet
+
+    kw = dict(channels=4, num_classes=3, layers=3, steps=2, multiplier=2, mixed_op="loop")
+    dense, single = DartsSupernet(**kw), DartsSupernet(**kw, single_path=True)
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
+    e = cells.num_edges(2)
+    variables = dense.init(jax.random.key(1), x, {c: jnp.full((e, 8), 1 / 8) for c in
+                                                  ("normal", "reduce")})
+    idx = jax.random.randint(jax.random.key(3), (2, e), 0, 8)
+    w = {c: jax.nn.one_hot(idx[i], 8) for i, c in enumerate(("normal", "reduce"))}
+    a = dense.apply(variables, x, w, train=True, mutable=["batch_stats"])[0]
+    b = single.apply(variables, x, w, train=True, mutable=["batch_stats"])[0]
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="single_path"):
+        DartsSupernet(**{**kw, "mixed_op": "fused"}, single_path=True).init(
+            jax.random.key(1), x, w)
+
+
+def test_single_path_config_is_refused_off_the_loop_mixed_op():
+    from jaxnas import config as config_lib
+    from jaxnas import search
+    from jaxnas.errors import ConfigError
+
+    cfg = config_lib.load_config("experiments/gdas_digits.py")
+    config_lib.apply_overrides(cfg, ["gdas.single_path=True", "model.mixed_op=fused"])
+    with pytest.raises(ConfigError, match="gdas.single_path=True is not allowed"):
+        search.validate_config(cfg)
+    config_lib.apply_overrides(cfg, ["model.mixed_op=loop"])
+    search.validate_config(cfg)

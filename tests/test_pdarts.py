@@ -108,13 +108,15 @@ def test_skip_dropout_keeps_scales_and_drops_at_the_rate():
     assert ((z == 0) != dropped).any()  # another key, another mask
 
 
-def test_supernet_skip_dropout_only_touches_the_identity_and_is_exact_at_rate_zero():
+@pytest.mark.parametrize("mixed_op", ["loop", "fused"])
+def test_supernet_skip_dropout_only_touches_the_identity_and_is_exact_at_rate_zero(
+        mixed_op):
     steps, e = 1, cells.num_edges(1)
     x = jax.random.normal(jax.random.key(1), (2, 8, 8, 3))
     w = {c: jnp.full((e, len(PRIMITIVES)), 1.0 / len(PRIMITIVES)) for c in
          ("normal", "reduce")}
     model = DartsSupernet(channels=4, num_classes=3, layers=3, steps=steps, multiplier=1,
-                          mixed_op="loop")
+                          mixed_op=mixed_op)
     variables = model.init(jax.random.key(0), x, w)
 
     def apply(arch, weights_of=w):
@@ -129,9 +131,9 @@ def test_supernet_skip_dropout_only_touches_the_identity_and_is_exact_at_rate_ze
     # without the identity op (its weight 0) the dropout changes nothing
     no_skip = {c: v.at[:, SKIP].set(0.0) for c, v in w.items()}
     np.testing.assert_array_equal(apply(drop, no_skip), apply({}, no_skip))
-    with pytest.raises(ValueError, match="mixed_op='loop'"):
+    with pytest.raises(ValueError, match="mixed_op='scan'"):
         DartsSupernet(channels=4, num_classes=3, layers=3, steps=1, multiplier=1,
-                      mixed_op="fused").init(jax.random.key(0), x, {**w, **drop})
+                      mixed_op="scan").init(jax.random.key(0), x, {**w, **drop})
 
 
 def test_prune_keeps_the_largest_weights_and_drops_the_first_of_ties():
@@ -233,7 +235,7 @@ def _config(**overrides):
 
 
 @pytest.mark.parametrize("overrides,message", [
-    ({"model.mixed_op": "fused"}, "model.mixed_op='fused' is not allowed for pdarts"),
+    ({"model.mixed_op": "scan"}, "model.mixed_op='scan' is not allowed for pdarts"),
     ({"pdarts.num_ops": (7, 5, 3)}, "num_ops\\[0\\]=8"),
     ({"pdarts.num_ops": (8, 3, 5)}, "non-increasing"),
     ({"pdarts.num_ops": (8, 5, 1)}, "integers >= 2"),

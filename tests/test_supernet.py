@@ -301,7 +301,8 @@ def test_max_pool_slices_equals_reduce_window_up_to_second_order(stride):
         x = x.at[0, 0, 2:5, 2:5, 0].set(1.5)  # a plateau: ties inside windows
         ct = jax.random.normal(jax.random.key(1), (2, 2) + (7 // stride + (7 % stride > 0),) * 2
                                + (3,), jnp.float64)
-        ref = jax.vmap(jax.vmap(lambda v: ops_lib.max_pool_3x3(v[None], stride)[0]))
+        ref = jax.vmap(jax.vmap(lambda v: ops_lib.max_pool_3x3_reduce_window(
+            v[None], stride)[0]))
 
         def loss(f):
             return lambda x: jnp.sum(jnp.tanh(f(x)) * ct)

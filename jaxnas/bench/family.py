@@ -3,7 +3,10 @@
 Records (names are a contract):
   <method>/iteration   `strategies.<method>.<method>(model, ...).step`, first-order
                        estimator, for method in METHODS (gdas, snas, fairdarts, drnas,
-                       darts_minus, pcdarts)
+                       darts_minus, pcdarts, pdarts)
+  gdas/iteration/single_path
+                       GDAS with the single-path forward (loop mixed op, only each
+                       edge's sampled op runs)
 
 The suite `family` measures `darts/iteration/first_order` first, then each of these on the
 same supernet and settings (jaxnas/bench/darts.py SETTINGS; the family's own values are
@@ -11,7 +14,10 @@ those of experiments/<method>_digits.py), so the figures compare side by side. S
 is single-level: one forward and backward on the training batch, no validation pass.
 PC-DARTS' record always runs the loop mixed op with partial_channels=4 (the only
 formulation with the channel split): compare it with `--mixed-op loop`, so that DARTS'
-record runs the same formulation at full channels.
+record runs the same formulation at full channels. GDAS' single-path record always runs
+the loop mixed op; P-DARTS' record is a last-stage iteration (3 ops per edge,
+PDARTS_OPS, skip dropout 0.7) on the fused mixed op when --mixed-op fused (every op
+computed, the pruned ones weighted 0), else on the loop one (only the kept ops run).
 """
 
 from __future__ import annotations
@@ -23,8 +29,10 @@ from jaxnas.bench import common
 from jaxnas.bench import darts as darts_bench
 from jaxnas.strategies import darts as darts_lib
 
-METHODS = ("gdas", "snas", "fairdarts", "drnas", "darts_minus", "pcdarts")
+METHODS = ("gdas", "snas", "fairdarts", "drnas", "darts_minus", "pcdarts", "pdarts")
+RECORDS = tuple(f"{m}/iteration" for m in METHODS) + ("gdas/iteration/single_path",)
 PCDARTS_K = 4  # experiments/pcdarts_digits.py's partial_channels
+PDARTS_OPS = ("skip_connect", "sep_conv_3x3", "sep_conv_5x5")  # a last stage's 3 ops
 
 
 def strategy(method: str, model: Any, s: dict = darts_bench.SETTINGS):
@@ -55,18 +63,31 @@ def strategy(method: str, model: Any, s: dict = darts_bench.SETTINGS):
     if method == "pcdarts":
         from jaxnas.strategies.pcdarts import pcdarts
         return pcdarts(model, **kw)
+    if method == "pdarts":
+        from jaxnas.strategies import pdarts
+        edges = model.edge_ops[0]
+        rate = pdarts.dropout_schedule(0.7, s["epochs"], 0, s["steps_per_epoch"])
+        return pdarts.pdarts_stage(model, ops=(edges, edges), skip_rate=rate,
+                                   max_skips=2, **kw)
     raise ValueError(f"unknown family record method {method!r}: expected one of {METHODS}")
 
 
 def case(name: str, args: Any) -> common.Case:
     """The function and placed arguments of record `name` (`<method>/iteration`)."""
-    method, _, kind = name.partition("/")
-    if kind != "iteration":
-        raise ValueError(f"unknown family record {name!r}: expected <method>/iteration")
+    if name not in RECORDS:
+        raise ValueError(f"unknown family record {name!r}: expected one of {RECORDS}")
+    method = name.partition("/")[0]
     placement = common.Placement(args.devices)
     model = darts_bench.build_model(args)
     if method == "pcdarts":
         model = model.clone(mixed_op="loop", partial_channels=PCDARTS_K)
+    if name.endswith("single_path"):
+        model = model.clone(mixed_op="loop", single_path=True)
+    if method == "pdarts":
+        from jaxnas.spaces import cells
+        edges = tuple(PDARTS_OPS for _ in range(cells.num_edges(model.steps)))
+        model = model.clone(mixed_op="fused" if model.mixed_op == "fused" else "loop",
+                            edge_ops=(edges, edges))
     strat = strategy(method, model)
     image, state, train, val, n_params = darts_bench.placed_state(strat, args, placement)
     config = dict(method=method, estimator="first_order", channels=args.channels,
@@ -74,6 +95,7 @@ def case(name: str, args: Any) -> common.Case:
                   image=[image, image, 3], num_classes=args.num_classes,
                   mixed_op=model.mixed_op, impl=args.impl, params=n_params,
                   partial_channels=model.partial_channels,
+                  single_path=model.single_path,
                   devices=args.devices, repeats=args.repeats, warmup=args.warmup,
                   settings=darts_bench.SETTINGS)
     return common.Case(strat.step, (state, train, val), args.batch, placement.devices,

@@ -143,9 +143,9 @@ def record_names(args: argparse.Namespace) -> list[str]:
             for e in args.estimator_list:
                 names += [f"darts/arch_step/{e}", f"darts/iteration/{e}"]
         elif suite == "family":  # family.py: beside first-order DARTS
-            from jaxnas.bench.family import METHODS
+            from jaxnas.bench.family import RECORDS
 
-            names += ["darts/iteration/first_order"] + [f"{m}/iteration" for m in METHODS]
+            names += ["darts/iteration/first_order", *RECORDS]
         elif suite == "oneshot":
             names += ["oneshot/spos_step", "oneshot/fairnas_step"]
         elif suite == "evolution":
@@ -176,7 +176,7 @@ def suite_module(name: str):
         from jaxnas.bench import supernet as suite
     elif name.startswith("kernels/"):
         from jaxnas.bench import kernels as suite
-    elif name.endswith("/iteration"):
+    elif "/iteration" in name:
         from jaxnas.bench import family as suite
     else:
         raise ValueError(f"unknown record {name!r}")

@@ -30,8 +30,24 @@ def _register(name: str, title: str, own: dict[str, C.Rule], check) -> methods.M
         loop="jaxnas.runners.darts", check=check))
 
 
+def _check_gdas(config: ml_collections.ConfigDict) -> None:
+    """tau_min <= tau_max; the optional `gdas.single_path` (default False) a bool, True
+    only on the DARTS cell supernet's loop mixed op (the only one that runs one op)."""
+    _ordered("gdas", "tau_min", "tau_max", strict_lo=True)(config)
+    single = config.gdas.get("single_path", False)
+    if not isinstance(single, bool):
+        raise ConfigError(f"config.gdas.single_path={single!r} is not allowed: expected "
+                          "true or false")
+    space, mixed = config.model.get("space", "darts"), config.model.get("mixed_op")
+    if single and (space != "darts" or mixed != "loop"):
+        raise ConfigError(f"config.gdas.single_path=True is not allowed with "
+                          f"model.space={space!r}, model.mixed_op={mixed!r}: expected "
+                          "model.space='darts' and model.mixed_op='loop' (the only "
+                          "supernet that runs just the sampled op)")
+
+
 GDAS = _register("gdas", "GDAS", {"gdas.tau_max": C.positive(), "gdas.tau_min": C.positive()},
-                 _ordered("gdas", "tau_min", "tau_max", strict_lo=True))
+                 _check_gdas)
 SNAS = _register("snas", "SNAS", {"snas.tau_max": C.positive(), "snas.tau_min": C.positive()},
                  _ordered("snas", "tau_min", "tau_max", strict_lo=True))
 FAIRDARTS = _register("fairdarts", "FairDARTS",

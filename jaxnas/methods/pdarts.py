@@ -34,7 +34,7 @@ RULES: dict[str, C.Rule] = {
 
 
 def check(config: ml_collections.ConfigDict) -> None:
-    """DARTS' checks, the loop mixed op (the only one with per-edge op sets), and stage
+    """DARTS' checks, the loop or fused mixed op (skip dropout is not in scan), and stage
     tuples of one length with the op counts starting at every primitive and never
     growing, the added depth starting at 0 and never shrinking."""
     darts_rules.check(config)
@@ -43,10 +43,11 @@ def check(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"config.model.space={m.space!r} is not allowed for pdarts: "
                           "expected 'darts' (per-edge op sets are built for the DARTS "
                           "cell supernet)")
-    if m.mixed_op != "loop":
+    if m.mixed_op not in ("loop", "fused"):
         raise ConfigError(f"config.model.mixed_op={m.mixed_op!r} is not allowed for "
-                          "pdarts: expected 'loop' (the only formulation that runs just "
-                          "each edge's kept ops)")
+                          "pdarts: expected 'loop' (runs just each edge's kept ops) or "
+                          "'fused' (runs every op, the pruned ones weighted 0; faster "
+                          "on the CPU)")
     n = len(p.num_ops)
     for key in ("add_layers", "skip_dropout"):
         if len(p[key]) != n:

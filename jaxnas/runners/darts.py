@@ -99,6 +99,8 @@ MODEL_OPTIONS = {
         partial_channels=config.pcdarts.partial_channels),
     "pdarts": lambda model, config: model.clone(
         edge_ops=_pdarts_stage_ops(config, model)),
+    "gdas": lambda model, config: (model.clone(single_path=True)
+                                   if config.gdas.get("single_path", False) else model),
 }
 
 

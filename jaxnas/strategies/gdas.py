@@ -3,9 +3,13 @@
 linearly from tau_max to tau_min over the search as a schedule of the step.
 
 The sample comes from the state's PRNG key, so a run is a pure function of its seed and
-resumes bitwise. The supernet still computes every candidate and weights all but the
-sampled one by exactly 0 (the single-path forward of the paper, only the sampled op run,
-is not built); evaluation and derivation use the softmax of the alphas, as GDAS does.
+resumes bitwise. Which ops run is the supernet's choice: the all-ops formulations weight
+every candidate but the sampled one by exactly 0; `DartsSupernet(single_path=True)`
+(loop mixed op; `config.gdas.single_path`) runs only the sampled op of each edge, GDAS'
+own forward, whose gradient to the unsampled ops' weights is sum(dL/dy) instead of
+<dL/dy, op_k(x)> (`supernet.darts.LoopMixedOp`). Derivation uses the softmax of the
+alphas, as GDAS does; evaluation feeds that softmax too, so a single-path supernet
+evaluates each edge's op of largest weight.
 """
 
 from __future__ import annotations

@@ -3,9 +3,12 @@
 ranked highest), the pruning between stages, the skip-connect dropout and the final
 derivation with at most `max_skips` skip-connects in the normal cell.
 
-- **Op sets per edge** (`EdgeOps`: op names per edge, normal and reduce): the supernet
-  builds and runs only those ops (`DartsSupernet(edge_ops=...)`, loop mixed op), so a
-  stage with 5 or 3 ops per edge costs 5/8 or 3/8 of the mixed ops' work. The alphas of
+- **Op sets per edge** (`EdgeOps`: op names per edge, normal and reduce): the loop
+  supernet builds and runs only those ops (`DartsSupernet(edge_ops=...)`), so a stage
+  with 5 or 3 ops per edge does 5/8 or 3/8 of the mixed ops' work; the fused supernet
+  computes every op and the pruned ones get weight 0 (no work saved, but on the CPU its
+  stacked kernels beat the loop form's per-op ones: benchmarks/results/2026-12-02-family/).
+  The alphas of
   a stage are ``{cell: a[E, K_stage]}``, one column per kept op; `pruned_relaxation`
   scatters their softmax into DARTS' ``w[E, len(primitives)]`` (0 on pruned ops), so
   records, plots, early stop and derivation read DARTS-shaped weights.

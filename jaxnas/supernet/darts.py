@@ -151,6 +151,8 @@ class FusedEdgeGroup(nn.Module):
     """The mixed ops of all edges leaving one state, computed as stacked tensors.
 
     Returns (G, N, Ho, Wo, C): for each of the G edges, sum_k w[g, k] * op_k(x).
+    drop=(key, rate): `skip_dropout` of the identity op's output, a mask per edge (stride
+    1 only; P-DARTS).
     """
 
     stack: int
@@ -160,7 +162,8 @@ class FusedEdgeGroup(nn.Module):
     impl: str = "auto"
 
     @nn.compact
-    def __call__(self, x: jax.Array, w: jax.Array, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, w: jax.Array, train: bool,
+                 drop: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
         g, c, s = self.stack, self.channels, self.stride
         col = {name: i for i, name in enumerate(self.primitives)}
 
@@ -171,14 +174,17 @@ class FusedEdgeGroup(nn.Module):
         # Pooling and identity do not depend on the edge: compute once, weight per edge.
         if "max_pool_3x3" in col:
             pool = (kernels.max_pool_3x3 if kernels.resolve_impl(self.impl) == "slices"
-                    else ops_lib.max_pool_3x3)
+                    else ops_lib.max_pool_3x3_reduce_window)
             mp = StackedBatchNorm(name="max_pool_bn")(pool(x, s)[None], train)
             terms.append(weight("max_pool_3x3") * mp)
         if "avg_pool_3x3" in col:
             ap = StackedBatchNorm(name="avg_pool_bn")(ops_lib.avg_pool_3x3(x, s)[None], train)
             terms.append(weight("avg_pool_3x3") * ap)
         if "skip_connect" in col:
-            if s == 1:
+            if s == 1 and drop is not None:
+                skip = skip_dropout(jnp.broadcast_to(x[None], (g,) + x.shape), *drop)
+                terms.append(weight("skip_connect") * skip)
+            elif s == 1:
                 terms.append(weight("skip_connect") * x[None])
             else:
                 fr = StackedFactorizedReduce(g, c, name="skip_reduce")(x, train)
@@ -243,12 +249,21 @@ class LoopMixedOp(nn.Module):
 
     drop=(key, rate): inverted dropout on the identity op's output (`skip_dropout`;
     P-DARTS), on stride-1 edges only (a stride-2 skip is a FactorizedReduce).
+
+    single_path=True (GDAS' forward): only the op of largest weight, k* = argmax w,
+    runs (`nn.switch`: one branch executes); the output is
+    h[k*] * op_k*(x) + sum_{k != k*} h[k] with h = onehot(k*) + (w - stop_gradient(w)),
+    which is op_k*(x) in value for any w and, for w a hard Gumbel sample, GDAS'
+    `forward_gdas` exactly: dL/dw[k*] = <dL/dy, op_k*(x)>, dL/dw[k] = sum(dL/dy) for the
+    others. Only the chosen op's BatchNorm statistics are updated. Initialisation runs
+    every op (all parameters exist).
     """
 
     channels: int
     stride: int
     primitives: Sequence[str] = PRIMITIVES
     partial_channels: int = 1
+    single_path: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, w: jax.Array, train: bool,
@@ -256,14 +271,28 @@ class LoopMixedOp(nn.Module):
         k_pc = self.partial_channels
         c_op = self.channels // k_pc
         x_op = x if k_pc == 1 else x[..., :c_op]
-        out = 0.0
-        for k, name in enumerate(self.primitives):
+
+        def op(k: int, x_op: jax.Array) -> jax.Array:
+            name = self.primitives[k]
             y = ops_lib.OPS[name](c_op, self.stride, False, name=name)(x_op, train)
             if "pool" in name:
                 y = StackedBatchNorm(name=f"{name}_bn")(y[None], train)[0]
             if drop is not None and name == "skip_connect" and self.stride == 1:
                 y = skip_dropout(y, *drop)
-            out = out + w[k].astype(x.dtype) * y
+            return y
+
+        if self.single_path and not self.is_initializing():
+            chosen = jnp.argmax(w)
+            branches = [lambda mdl, x_op, k=k: op(k, x_op)
+                        for k in range(len(self.primitives))]
+            y = nn.switch(chosen, branches, self, x_op)
+            h = jax.nn.one_hot(chosen, w.shape[0], dtype=w.dtype) + (
+                w - jax.lax.stop_gradient(w))
+            out = h[chosen].astype(x.dtype) * y + (jnp.sum(h) - h[chosen]).astype(x.dtype)
+        else:
+            out = 0.0
+            for k in range(len(self.primitives)):
+                out = out + w[k].astype(x.dtype) * op(k, x_op)
         if k_pc == 1:
             return out
         rest = x[..., c_op:]
@@ -326,7 +355,8 @@ class SearchCell(nn.Module):
       "fused" one fused group per source state, unrolled: exactly 14 edge evaluations.
       "loop"  the reference: one module per op per edge.
 
-    `edge_primitives` (loop only; P-DARTS' pruned op sets): edge e builds and runs only
+    `single_path` (loop only; GDAS): each edge runs only its op of largest weight
+    (`LoopMixedOp`). `edge_primitives` (loop only; P-DARTS' pruned op sets): edge e builds and runs only
     the ops `edge_primitives[e]` (names among `primitives`), weighted by their columns
     of its row of `w` (the other columns are not read). `drop`: (key, rate) of `skip_dropout`, one key per edge.
     """
@@ -341,6 +371,7 @@ class SearchCell(nn.Module):
     impl: str = "auto"
     partial_channels: int = 1
     edge_primitives: tuple[tuple[str, ...], ...] | None = None
+    single_path: bool = False
 
     @nn.compact
     def __call__(self, s0: jax.Array, s1: jax.Array, w: jax.Array, train: bool,
@@ -360,8 +391,11 @@ class SearchCell(nn.Module):
             targets = cells.fan_out(src, self.steps)
             rows = jnp.asarray([cells.edge_index(src, j) for j in targets])
             if self.mixed_op == "fused":
+                group_drop = (None if drop is None
+                              else (jax.random.fold_in(drop[0], src), drop[1]))
                 out = FusedEdgeGroup(len(targets), c, stride, tuple(self.primitives),
-                                     self.impl, name=f"from_{src}")(states[src], w[rows], train)
+                                     self.impl, name=f"from_{src}")(states[src], w[rows],
+                                                                    train, group_drop)
                 for t, j in enumerate(targets):
                     nodes[j] = nodes[j] + out[t]
             else:
@@ -373,7 +407,7 @@ class SearchCell(nn.Module):
                                  else (jax.random.fold_in(drop[0], e), drop[1]))
                     cols = np.asarray([list(self.primitives).index(p) for p in prims])
                     nodes[j] = nodes[j] + LoopMixedOp(
-                        c, stride, prims, self.partial_channels,
+                        c, stride, prims, self.partial_channels, self.single_path,
                         name=f"edge_{e}")(states[src], w[e, cols], train, edge_drop)
             if src >= 1:  # node src-1 has now received all of its inputs
                 states.append(nodes[src - 1])
@@ -421,22 +455,31 @@ class DartsSupernet(nn.Module):
     remat: bool = False
     # PC-DARTS: 1/K of each edge's channels through its mixed op (LoopMixedOp); 1 = DARTS
     partial_channels: int = 1
-    # P-DARTS: (normal, reduce) op names per edge (loop only); None = every primitive
-    # on every edge. arch keeps one column per primitive; pruned columns are not read.
+    # P-DARTS: (normal, reduce) op names per edge; None = every primitive on every edge.
+    # arch keeps one column per primitive. The loop form builds and runs only each
+    # edge's ops (pruned columns are not read); the stacked forms compute every op, so
+    # their pruned columns must be 0 (P-DARTS' relaxation feeds 0 there).
     edge_ops: tuple[tuple[tuple[str, ...], ...], tuple[tuple[str, ...], ...]] | None = None
+    # GDAS: each edge runs only the op of largest weight (LoopMixedOp; loop only), so a
+    # step with one-hot samples costs about a single-path network
+    single_path: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, arch: dict, train: bool = True) -> jax.Array:
         """`arch`: {"normal": w[E, K], "reduce": w[E, K]}, and optionally
-        "skip_dropout": {"key", "rate"} (P-DARTS; loop mixed op only): inverted dropout
-        on every stride-1 identity op's output, an independent mask per cell and edge."""
+        "skip_dropout": {"key", "rate"} (P-DARTS; loop and fused mixed ops): inverted
+        dropout on every stride-1 identity op's output, an independent mask per cell and
+        edge (the two forms draw their masks from the key differently)."""
         if self.mixed_op not in MIXED_OPS:
             raise ValueError(f"mixed_op={self.mixed_op!r}: expected one of {MIXED_OPS}")
         check_partial_channels(self.partial_channels, self.channels, self.mixed_op)
         drop = arch.get("skip_dropout")
-        if (self.edge_ops is not None or drop is not None) and self.mixed_op != "loop":
-            raise ValueError(f"per-edge op sets and skip dropout (P-DARTS) need "
-                             f"mixed_op='loop', got mixed_op={self.mixed_op!r}")
+        if drop is not None and self.mixed_op == "scan":
+            raise ValueError("skip dropout (P-DARTS) needs mixed_op='loop' or 'fused', "
+                             "got mixed_op='scan'")
+        if self.single_path and self.mixed_op != "loop":
+            raise ValueError(f"single_path (GDAS) needs mixed_op='loop', got "
+                             f"mixed_op={self.mixed_op!r}")
         if self.mixed_op != "loop" and tuple(self.primitives) != tuple(PRIMITIVES):
             raise ValueError(f"mixed_op={self.mixed_op!r} is built for the DARTS "
                              f"primitives {PRIMITIVES}; use mixed_op='loop' for others")
@@ -458,7 +501,8 @@ class DartsSupernet(nn.Module):
             ops = None if self.edge_ops is None else self.edge_ops[int(reduction)]
             cell = cell_cls(c, reduction, reduction_prev, self.steps, self.multiplier,
                               tuple(self.primitives), self.mixed_op, self.impl,
-                              self.partial_channels, ops, name=f"cell_{i}")
+                              self.partial_channels, ops, self.single_path,
+                              name=f"cell_{i}")
             cell_drop = (None if drop is None
                          else (jax.random.fold_in(drop["key"], i), drop["rate"]))
             s0, s1 = s1, cell(s0, s1, arch["reduce" if reduction else "normal"], train,
