@@ -7,9 +7,9 @@ Run:
 One hard Gumbel-softmax sample per edge and step (straight-through), the
 temperature annealed linearly from gdas.tau_max = 10 to gdas.tau_min = 0.1 over the
 search (jaxnas.strategies.gdas); genotype from the softmax of the alphas. With
-gdas.single_path (default) the supernet runs only each edge's sampled op (the loop mixed
-op under `nn.switch`), as GDAS' own forward; evaluation then runs each edge's op of
-largest softmax weight.
+--config.gdas.single_path=true --config.model.mixed_op=loop the supernet runs only each
+edge's sampled op (`nn.switch`), as GDAS' own forward; evaluation then runs each edge's
+op of largest softmax weight.
 Only the tiny end-to-end check has been run (--config.num_steps=6
 --config.model.channels=4 --config.model.layers=3); the full search is not measured yet.
 """
@@ -25,10 +25,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.gdas = ml_collections.ConfigDict()
     config.gdas.tau_max = 10.0
     config.gdas.tau_min = 0.1
-    # GDAS' single-path forward: each edge runs only its sampled op (loop mixed op);
-    # False: every op runs and all but the sampled one are weighted by 0
-    config.gdas.single_path = True
-    config.model.mixed_op = "loop"
+    # True: GDAS' single-path forward, each edge runs only its sampled op (needs
+    # --config.model.mixed_op=loop): 0.32x the FLOPs, but on the 2-core CPU the fused
+    # all-ops step is still 1.24x faster (benchmarks/results/2026-12-02-family/notes.md)
+    config.gdas.single_path = False
     # Early stop (jaxnas.strategies.early_stop), checked at each evaluation; 0 = off.
     # DARTS+: max_skips=2 (normal cell), or stable_epochs=k (op ranking unchanged);
     # RobustDARTS: eigen_ratio=0.75 over eigen_epochs evaluations (alpha-Hessian

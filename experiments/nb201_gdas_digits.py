@@ -28,6 +28,5 @@ def get_config() -> ml_collections.ConfigDict:
     config.method = "gdas"
     gdas = gdas_digits.get_config()
     config.gdas = gdas.gdas
-    config.gdas.single_path = False  # the NB201 supernet computes every op
     config.early_stop = gdas.early_stop  # all criteria off (see gdas_digits.py)
     return config

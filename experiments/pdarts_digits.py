@@ -12,7 +12,6 @@ edge keeps the ops with the largest softmax weights (jaxnas.strategies.pdarts.pr
 DIR/pdarts.json records the stages, DIR/genotype.json the final genotype. The paper
 (CIFAR-10) grows 5 -> 11 -> 17 cells with 25 epochs a stage; on the 8x8 digits the
 stages are shallower (add_layers 0, 3, 6) so that the search stays a few minutes' work.
-The supernet is the loop mixed op: it runs only each edge's kept ops.
 """
 
 import ml_collections
@@ -25,7 +24,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.method = "pdarts"
     config.epochs = 20               # per stage
     config.darts.warmup_epochs = 10  # per stage (the paper: 10 of 25)
-    config.model.mixed_op = "loop"   # the only formulation with per-edge op sets
+    # "fused" computes all 8 ops with weight 0 on the pruned ones; "loop" runs only the
+    # kept ops but its per-op kernels are slower on the CPU (benchmarks/results/
+    # 2026-12-02-family/notes.md); on an accelerator try "loop"
+    config.model.mixed_op = "fused"
     config.pdarts = ml_collections.ConfigDict()
     config.pdarts.add_layers = (0, 3, 6)
     config.pdarts.num_ops = (8, 5, 3)

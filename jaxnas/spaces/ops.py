@@ -9,7 +9,6 @@ import jax
 import jax.numpy as jnp
 
 from jaxnas.spaces.genotypes import OP_NAMES, PRIMITIVES
-from jaxnas.supernet import kernels
 
 __all__ = [
     "PRIMITIVES", "OP_NAMES", "OPS", "Zero", "Identity", "Pool3x3", "MaxPool3x3",
@@ -86,18 +85,11 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array, stride: int, dilation: int,
     """Depthwise (groups = C) 2-D convolution of NHWC `x` with kernel (kh, kw, 1, C).
 
     `padding` is symmetric zero padding as in PyTorch (int or (ph, pw)). This is the
-    single place depthwise convolutions are computed in the discrete ops. On the CPU a
-    square kernel with "same" padding ((k // 2) * dilation, every DARTS op) runs as a
-    sum of shifted slices with a hand-written VJP (`kernels.depthwise_slices`, what the
-    fused supernet uses): XLA's CPU grouped convolution, its backward above all, is
-    several times slower. Same function; float rounding differs.
+    single place depthwise convolutions are computed in the discrete ops. (The slice
+    form the fused supernet uses, one custom-VJP slice sum per depthwise layer, was
+    tried here: the loop supernet's compile at C=8, 5 cells then passed 24 GB of memory
+    and 16 minutes, so the grouped convolution stays.)
     """
-    kh, kw = kernel.shape[:2]
-    same = ((kh // 2) * dilation,) * 2
-    if (kh == kw and _pad_pair(padding) == (same, same) and x.ndim == 4
-            and kernels.resolve_impl("auto") == "slices"):
-        return kernels.depthwise_slices(x, kernel.astype(x.dtype).reshape(kh * kw, -1),
-                                        kh, dilation, stride)
     return jax.lax.conv_general_dilated(
         x, kernel.astype(x.dtype), window_strides=(stride, stride),
         padding=_pad_pair(padding), rhs_dilation=(dilation, dilation),
@@ -105,16 +97,13 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array, stride: int, dilation: int,
 
 
 def max_pool_3x3(x: jax.Array, stride: int) -> jax.Array:
-    """3x3 max pool, padding 1 with -inf (padded cells never win), NHWC. On the CPU the
-    max of 9 slices with a hand-written VJP (`kernels.max_pool_3x3`: the same values and
-    the same gradient routing as select-and-scatter, without its slow autodiff)."""
-    if kernels.resolve_impl("auto") == "slices":
-        return kernels.max_pool_3x3(x, stride)
+    """3x3 max pool, padding 1 with -inf (padded cells never win), NHWC."""
     return max_pool_3x3_reduce_window(x, stride)
 
 
 def max_pool_3x3_reduce_window(x: jax.Array, stride: int) -> jax.Array:
-    """`max_pool_3x3` as one `lax.reduce_window` (autodiff: select-and-scatter)."""
+    """`max_pool_3x3` as one `lax.reduce_window` (autodiff: select-and-scatter); the
+    fused supernet's CPU alternative is `supernet.kernels.max_pool_3x3`."""
     # A Python-scalar init lets JAX recognise the differentiable reduce_window_max
     # primitive; an array init falls back to a generic reduce_window without a VJP.
     return jax.lax.reduce_window(
