@@ -85,10 +85,10 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array, stride: int, dilation: int,
     """Depthwise (groups = C) 2-D convolution of NHWC `x` with kernel (kh, kw, 1, C).
 
     `padding` is symmetric zero padding as in PyTorch (int or (ph, pw)). This is the
-    single place depthwise convolutions are computed in the discrete ops. (The slice
-    form the fused supernet uses, one custom-VJP slice sum per depthwise layer, was
-    tried here: the loop supernet's compile at C=8, 5 cells then passed 24 GB of memory
-    and 16 minutes, so the grouped convolution stays.)
+    single place depthwise convolutions are computed in the discrete ops. The slice
+    form the fused supernet uses on the CPU is not used here: one custom-VJP slice sum
+    per depthwise layer made the loop supernet's compile run out of memory
+    (benchmarks/results/2026-12-02-family/notes.md).
     """
     return jax.lax.conv_general_dilated(
         x, kernel.astype(x.dtype), window_strides=(stride, stride),
