@@ -26,8 +26,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.gdas.tau_max = 10.0
     config.gdas.tau_min = 0.1
     # True: GDAS' single-path forward, each edge runs only its sampled op (needs
-    # --config.model.mixed_op=loop): 0.32x the FLOPs, but on the 2-core CPU the fused
-    # all-ops step is still 1.24x faster (benchmarks/results/2026-12-02-family/notes.md)
+    # --config.model.mixed_op=loop): fewer FLOPs, but on the CPU the fused all-ops step
+    # is faster (benchmarks/results/2026-12-02-family/notes.md)
     config.gdas.single_path = False
     # Early stop (jaxnas.strategies.early_stop), checked at each evaluation; 0 = off.
     # DARTS+: max_skips=2 (normal cell), or stable_epochs=k (op ranking unchanged);

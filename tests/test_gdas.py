@@ -108,6 +108,7 @@ def test_single_path_runs_the_chosen_op_with_gdas_gradients():
     """Value: op_k*(x) for k* = argmax w (one-hot or not). Gradient of <g, out> in w:
     <g, op_k*(x)> at k*, sum(g) elsewhere (GDAS' forward_gdas); only k*'s BatchNorm
     statistics move."""
+    from jaxnas.spaces.ops import PRIMITIVES
     from jaxnas.supernet.darts import LoopMixedOp
 
     x = jax.random.normal(jax.random.key(0), (2, 6, 6, 4))
@@ -128,7 +129,6 @@ def test_single_path_runs_the_chosen_op_with_gdas_gradients():
                  if any(not np.array_equal(a, b) for a, b in zip(
                      jax.tree.leaves(v),
                      jax.tree.leaves(variables["batch_stats"][name])))}
-        from jaxnas.spaces.ops import PRIMITIVES
         assert moved <= {PRIMITIVES[k], PRIMITIVES[k] + "_bn"} and moved
 
 

@@ -56,7 +56,8 @@ def case(name: str, args: Any):
             return kernels.stacked_depthwise(x, w, k, 1, impl)
         fn_args = (xs, w)
     elif kernel == "max_pool":
-        pool = {"slices": kernels.max_pool_3x3, "reduce_window": ops_lib.max_pool_3x3_reduce_window}[impl]
+        pool = {"slices": kernels.max_pool_3x3,
+                "reduce_window": ops_lib.max_pool_3x3_reduce_window}[impl]
 
         def fn(x):
             return pool(x, 1)

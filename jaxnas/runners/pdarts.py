@@ -15,7 +15,6 @@ pruned from an unfinished stage); re-run with a larger value, or -1, to continue
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
@@ -30,6 +29,7 @@ from jaxnas.runners import common
 from jaxnas.runners import darts as darts_runner
 from jaxnas.runners import loop as loop_lib
 from jaxnas.spaces import cells
+from jaxnas.spaces.genotypes import softmax_rows
 
 log = logging.getLogger("jaxnas")
 
@@ -52,17 +52,17 @@ def stage_of(config: ml_collections.ConfigDict, model: Any) -> tuple[int, Any]:
 def stage_config(config: ml_collections.ConfigDict, stage: int, ops: Any
                  ) -> ml_collections.ConfigDict:
     """The DARTS-loop config of one stage: its depth, its index and op sets."""
-    c = ml_collections.ConfigDict(copy.deepcopy(config.to_dict()))
-    c.model.layers = config.model.layers + config.pdarts.add_layers[stage]
-    c.pdarts.stage = stage
-    c.pdarts.stage_ops = json.dumps(ops)
+    c = config.copy_and_resolve_references()
+    with c.unlocked():
+        c.model.layers = config.model.layers + config.pdarts.add_layers[stage]
+        c.pdarts.stage = stage
+        c.pdarts.stage_ops = json.dumps(ops)
     return c
 
 
-def _softmax(a: np.ndarray) -> np.ndarray:
-    a = np.asarray(a, np.float64)
-    e = np.exp(a - a.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
+def _softmax(a: Any) -> np.ndarray:
+    """The softmax of a stage's recorded alphas (JSON lists), in float64."""
+    return softmax_rows(np.asarray(a, np.float64))
 
 
 def _stage_total(config: ml_collections.ConfigDict) -> int:
@@ -88,11 +88,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     p = config.pdarts
     n_stages, total = len(p.num_ops), _stage_total(config)
     done = list(record["stages"]) if record is not None else []
-    ops = pdarts.full_ops(PRIMITIVES, cells.num_edges(config.model.steps))
+    num_edges = cells.num_edges(config.model.steps)
+    ops = pdarts.full_ops(PRIMITIVES, num_edges)
     results: dict[str, Any] = {}
     for stage in range(n_stages):
         if stage < len(done):
-            ops = _ops(done[stage]["next_ops"]) if stage + 1 < n_stages else ops
+            if stage + 1 < n_stages:
+                ops = pdarts.check_ops(done[stage]["next_ops"], PRIMITIVES, num_edges)
             continue
         layers = config.model.layers + p.add_layers[stage]
         log.info("P-DARTS stage %d of %d: %d cells, %d ops per edge, skip dropout %g "
@@ -141,7 +143,3 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
 def _lists(ops: Any) -> list:
     return [[list(edge) for edge in cell] for cell in ops]
-
-
-def _ops(lists: Any) -> tuple:
-    return tuple(tuple(tuple(edge) for edge in cell) for cell in lists)

@@ -75,7 +75,8 @@ def _is_int(v: Any) -> bool:
 
 
 
-def _softmax(w: np.ndarray) -> np.ndarray:
+def softmax_rows(w: np.ndarray) -> np.ndarray:
+    """The softmax of each row (last axis) of `w`, in numpy (float64 for float64 in)."""
     e = np.exp(w - w.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
 
@@ -138,7 +139,7 @@ def derive(arch: Mapping[str, Any], primitives: Sequence[str] = PRIMITIVES,
             raise ValueError(f"derive: {cell} weights have shape {w.shape}, expected "
                              f"({n_edges}, {len(primitives)}) for {steps} steps and "
                              f"{len(primitives)} primitives")
-        cells[cell] = _parse_cell(_softmax(w) if softmax else w, primitives, steps)
+        cells[cell] = _parse_cell(softmax_rows(w) if softmax else w, primitives, steps)
     concat = tuple(range(2 + steps - multiplier, 2 + steps))
     return Genotype(cells["normal"], concat, cells["reduce"], concat)
 

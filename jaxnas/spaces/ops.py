@@ -14,7 +14,8 @@ __all__ = [
     "PRIMITIVES", "OP_NAMES", "OPS", "Zero", "Identity", "Pool3x3", "MaxPool3x3",
     "AvgPool3x3", "ConvOp", "ReLUConvBN", "DilConv", "SepConv", "FactorizedReduce",
     "Conv7x1_1x7",
-    "depthwise_conv", "max_pool_3x3", "max_pool_3x3_reduce_window", "avg_pool_3x3", "batch_norm", "BatchNorm",
+    "depthwise_conv", "max_pool_3x3", "max_pool_3x3_reduce_window", "avg_pool_3x3",
+    "batch_norm", "BatchNorm",
     "torch_conv_init",
 ]
 
