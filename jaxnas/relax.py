@@ -116,6 +116,10 @@ class Relaxation(NamedTuple):
     weights: WeightsFn
     expected: Callable[[PyTree], PyTree]
     penalty: Optional[PenaltyFn] = None
+    # after_update(key, old_alphas, new_alphas, step) -> alphas: applied to the
+    # architecture optimizer's result, with the key `weights` drew that half-step from
+    # (ProxylessNAS' two-path rescaling); None: the optimizer's alphas are kept
+    after_update: Optional[Callable[[Array, PyTree, PyTree, Array], PyTree]] = None
 
 
 def _constant(value: Any) -> Schedule:
@@ -219,7 +223,7 @@ def auxiliary_skip_relaxation(base: Relaxation, skip_index: int,
         b = beta_fn(step)
         return jax.tree.map(lambda x: x.at[..., skip_index].add(b.astype(x.dtype)), w)
 
-    return Relaxation(weights=weights, expected=base.expected, penalty=base.penalty)
+    return base._replace(weights=weights)
 
 
 def node_softmax(betas: Array, groups: tuple[int, ...]) -> Array:
@@ -305,6 +309,80 @@ def binary_gate_relaxation() -> Relaxation:
             _leaf_keys(key, alphas), alphas)
 
     return Relaxation(weights=weights, expected=softmax)
+
+
+def _sample_pair(key: Array, alphas: Array) -> Array:
+    """Two distinct ops per row of `alphas`, drawn without replacement from
+    softmax(alphas) (the Gumbel top-2: the order of the draws, as
+    `torch.multinomial(p, 2, replacement=False)`): int32[..., 2]."""
+    noise = jax.random.gumbel(key, alphas.shape, alphas.dtype)
+    return jax.lax.top_k(alphas + noise, 2)[1].astype(jnp.int32)
+
+
+def two_path_gates(key: Array, alphas: Array) -> tuple[Array, Array]:
+    """ProxylessNAS' two-path binarisation of each row of `alphas` f[..., K]: a pair of
+    ops drawn without replacement from softmax(alphas), then one of the pair active with
+    probability q = softmax(alphas[pair]). Returns (gates f[..., K], pair int32[..., 2]):
+    the gates are the active op's one-hot in value and in gradient q's (0 outside the
+    pair), so for any loss L(g), for i in the pair,
+
+        dL/dalpha_i = sum_{j in pair} dL/dg_j q_j (delta_ij - q_i),
+
+    and 0 for the other ops: the paper's estimator over the two sampled paths, which
+    needs only those two ops' outputs (dL/dg_j = <dL/dy, op_j(x)>)."""
+    k_pair, k_active = jax.random.split(key)
+    pair = _sample_pair(k_pair, alphas)
+    pair_alphas = jnp.take_along_axis(alphas, pair, axis=-1)
+    active = jnp.take_along_axis(
+        pair, jax.random.categorical(k_active, pair_alphas, axis=-1)[..., None], -1)[..., 0]
+    slots = jax.nn.one_hot(pair, alphas.shape[-1], dtype=alphas.dtype)  # [..., 2, K]
+    q = jnp.einsum("...m,...mk->...k", jax.nn.softmax(pair_alphas, axis=-1), slots)
+    gates = jax.nn.one_hot(active, alphas.shape[-1], dtype=alphas.dtype)
+    return gates + (q - jax.lax.stop_gradient(q)), pair
+
+
+def rescale_pair(pair: Array, old: Array, new: Array) -> Array:
+    """ProxylessNAS' `rescale_updated_arch_param`: shift the updated alphas of each row's
+    pair by one constant so that their logsumexp is what it was before the update (the
+    two ops trade probability with each other only, not with the unsampled ops, whose
+    alphas are left as the optimizer made them)."""
+    old_pair = jnp.take_along_axis(old, pair, axis=-1)
+    new_pair = jnp.take_along_axis(new, pair, axis=-1)
+    offset = (jax.nn.logsumexp(new_pair, axis=-1) - jax.nn.logsumexp(old_pair, axis=-1))
+    in_pair = jnp.sum(jax.nn.one_hot(pair, new.shape[-1], dtype=new.dtype), axis=-2)
+    return new - in_pair * offset[..., None]
+
+
+def two_path_relaxation() -> Relaxation:
+    """ProxylessNAS with two sampled paths (`two_path_gates` on every row of every leaf)
+    and the paper's rescaling after each architecture update. The weights carry the
+    pairs for the supernet to run only those ops: for a dict of alphas, the gates under
+    the alphas' keys plus ``"paths"`` (the pairs, shaped like the alphas' tree); for a
+    single array, ``{"weights": gates, "paths": pairs}``. Evaluation and derivation:
+    softmax."""
+
+    def sample(key: Array, alphas: PyTree) -> tuple[PyTree, PyTree]:
+        leaves, treedef = jax.tree.flatten(alphas)
+        keys = jax.tree.leaves(_leaf_keys(key, alphas))
+        drawn = [two_path_gates(k, a) for k, a in zip(keys, leaves)]
+        return (jax.tree.unflatten(treedef, [g for g, _ in drawn]),
+                jax.tree.unflatten(treedef, [p for _, p in drawn]))
+
+    def weights(key: Array, alphas: PyTree, step: Array) -> PyTree:
+        del step
+        gates, pairs = sample(key, alphas)
+        if isinstance(gates, dict):
+            if "paths" in gates:
+                raise ValueError("two-path gates: the alphas already have a 'paths' key")
+            return {**gates, "paths": pairs}
+        return {"weights": gates, "paths": pairs}
+
+    def after_update(key: Array, old: PyTree, new: PyTree, step: Array) -> PyTree:
+        del step
+        pairs = sample(key, old)[1]  # the pairs `weights` drew from this key
+        return jax.tree.map(rescale_pair, pairs, old, new)
+
+    return Relaxation(weights=weights, expected=softmax, after_update=after_update)
 
 
 RELAXATIONS: dict[str, Callable[..., Relaxation]] = {

@@ -3,10 +3,13 @@
 Records (names are a contract):
   <method>/iteration   `strategies.<method>.<method>(model, ...).step`, first-order
                        estimator, for method in METHODS (gdas, snas, fairdarts, drnas,
-                       darts_minus, pcdarts, pdarts)
+                       darts_minus, pcdarts, pdarts, proxyless)
   gdas/iteration/single_path
                        GDAS with the single-path forward (loop mixed op, only each
                        edge's sampled op runs)
+  proxyless/iteration/two_path
+                       ProxylessNAS with the paper's two sampled paths (loop mixed op,
+                       only each edge's pair runs)
 
 The suite `family` measures `darts/iteration/first_order` first, then each of these on the
 same supernet and settings (jaxnas/bench/darts.py SETTINGS; the family's own values are
@@ -18,6 +21,8 @@ record runs the same formulation at full channels. GDAS' single-path record alwa
 the loop mixed op; P-DARTS' record is a last-stage iteration (3 ops per edge,
 PDARTS_OPS, skip dropout 0.7) on the fused mixed op when --mixed-op fused (every op
 computed, the pruned ones weighted 0), else on the loop one (only the kept ops run).
+ProxylessNAS' `iteration` runs one-path gates on --mixed-op (every op computed, the
+unsampled ones weighted 0; no cost term); its two-path record always runs the loop.
 """
 
 from __future__ import annotations
@@ -29,13 +34,15 @@ from jaxnas.bench import common
 from jaxnas.bench import darts as darts_bench
 from jaxnas.strategies import darts as darts_lib
 
-METHODS = ("gdas", "snas", "fairdarts", "drnas", "darts_minus", "pcdarts", "pdarts")
-RECORDS = tuple(f"{m}/iteration" for m in METHODS) + ("gdas/iteration/single_path",)
+METHODS = ("gdas", "snas", "fairdarts", "drnas", "darts_minus", "pcdarts", "pdarts",
+           "proxyless")
+RECORDS = tuple(f"{m}/iteration" for m in METHODS) + ("gdas/iteration/single_path",
+                                                      "proxyless/iteration/two_path")
 PCDARTS_K = 4  # experiments/pcdarts_digits.py's partial_channels
 PDARTS_OPS = ("skip_connect", "sep_conv_3x3", "sep_conv_5x5")  # a last stage's 3 ops
 
 
-def strategy(method: str, model: Any, s: dict = darts_bench.SETTINGS):
+def strategy(method: str, model: Any, s: dict = darts_bench.SETTINGS, paths: str = "all"):
     """The method's strategy with the search configs' settings and first-order DARTS'."""
     total = s["epochs"] * s["steps_per_epoch"]
     kw = dict(estimator="first_order",
@@ -69,6 +76,9 @@ def strategy(method: str, model: Any, s: dict = darts_bench.SETTINGS):
         rate = pdarts.dropout_schedule(0.7, s["epochs"], 0, s["steps_per_epoch"])
         return pdarts.pdarts_stage(model, ops=(edges, edges), skip_rate=rate,
                                    max_skips=2, **kw)
+    if method == "proxyless":
+        from jaxnas.strategies.proxyless import proxyless
+        return proxyless(model, paths=paths, **kw)
     raise ValueError(f"unknown family record method {method!r}: expected one of {METHODS}")
 
 
@@ -83,12 +93,15 @@ def case(name: str, args: Any) -> common.Case:
         model = model.clone(mixed_op="loop", partial_channels=PCDARTS_K)
     if name.endswith("single_path"):
         model = model.clone(mixed_op="loop", single_path=True)
+    two_path = name.endswith("two_path")
+    if two_path:
+        model = model.clone(mixed_op="loop")
     if method == "pdarts":
         from jaxnas.spaces import cells
         edges = tuple(PDARTS_OPS for _ in range(cells.num_edges(model.steps)))
         model = model.clone(mixed_op="fused" if model.mixed_op == "fused" else "loop",
                             edge_ops=(edges, edges))
-    strat = strategy(method, model)
+    strat = strategy(method, model, paths="two" if two_path else "all")
     image, state, train, val, n_params = darts_bench.placed_state(strat, args, placement)
     config = dict(method=method, estimator="first_order", channels=args.channels,
                   layers=args.layers, nodes=args.nodes, batch=args.batch,
@@ -96,6 +109,7 @@ def case(name: str, args: Any) -> common.Case:
                   mixed_op=model.mixed_op, impl=args.impl, params=n_params,
                   partial_channels=model.partial_channels,
                   single_path=model.single_path,
+                  paths=("two" if two_path else "all") if method == "proxyless" else None,
                   devices=args.devices, repeats=args.repeats, warmup=args.warmup,
                   settings=darts_bench.SETTINGS)
     return common.Case(strat.step, (state, train, val), args.batch, placement.devices,

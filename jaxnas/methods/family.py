@@ -88,13 +88,29 @@ PROXYLESS_COSTS = ("none", "params")
 
 
 def _check_proxyless(config: ml_collections.ConfigDict) -> None:
-    """The parameter table is of the DARTS cell ops: other spaces search without it."""
+    """The parameter table is of the DARTS cell ops: other spaces search without it. The
+    optional `proxyless.paths` (default "all"): "two" runs only the sampled pair, which
+    on the DARTS cell supernet needs the loop mixed op."""
+    from jaxnas.strategies.proxyless import PATHS
     darts_rules.check(config)
     space = config.model.get("space", "darts")
     if config.proxyless.cost == "params" and space != "darts":
         raise ConfigError(f"config.proxyless.cost='params' is not allowed with "
                           f"model.space={space!r}: expected 'none' (the parameter table "
                           "is built for the DARTS cell ops)")
+    paths = config.proxyless.get("paths", "all")
+    if paths not in PATHS:
+        raise ConfigError(f"config.proxyless.paths={paths!r} is not allowed: expected "
+                          f"one of {', '.join(repr(p) for p in PATHS)}")
+    mixed = config.model.get("mixed_op")
+    if paths == "two" and space not in ("darts", "chain"):
+        raise ConfigError(f"config.proxyless.paths='two' is not allowed with "
+                          f"model.space={space!r}: expected model.space 'darts' or "
+                          "'chain' (the supernets that run only the sampled pair)")
+    if paths == "two" and space == "darts" and mixed != "loop":
+        raise ConfigError(f"config.model.mixed_op={mixed!r} is not allowed with "
+                          "proxyless.paths='two': expected 'loop' (the only DARTS mixed "
+                          "op that runs just the two sampled ops)")
 
 
 PROXYLESS = _register("proxyless", "ProxylessNAS",

@@ -63,7 +63,8 @@ def _pcdarts(model, config, total_steps, **kw):
 def _proxyless(model, config, total_steps, **kw):
     from jaxnas.strategies.proxyless import proxyless
     weight = config.proxyless.cost_weight if config.proxyless.cost != "none" else 0.0
-    return proxyless(model, cost_weight=weight, **kw)
+    return proxyless(model, cost_weight=weight,
+                     paths=config.proxyless.get("paths", "all"), **kw)
 
 
 def _pdarts(model, config, total_steps, **kw):

@@ -112,6 +112,8 @@ def bilevel(model: nn.Module, space: Any, *, relax: Relaxation, hypergrad: Hyper
                            val_batch, lr=lr, w_opt=state.w_opt)
         a_updates, a_opt = a_tx.update(a_grad, state.a_opt, state.alphas)
         alphas = optax.apply_updates(state.alphas, a_updates)
+        if relax.after_update is not None:
+            alphas = relax.after_update(k_sample, state.alphas, alphas, state.step)
         return (state.replace(alphas=alphas, a_opt=a_opt, key=key),
                 {"lr": lr, "hypergrad_norm": optax.tree.norm(a_grad)})
 

@@ -166,8 +166,7 @@ def skip_dropout_relaxation(base: relax_lib.Relaxation, rate: relax_lib.Schedule
         w["skip_dropout"] = {"key": k_drop, "rate": jnp.asarray(rate(step), jnp.float32)}
         return w
 
-    return relax_lib.Relaxation(weights=weights, expected=base.expected,
-                                penalty=base.penalty)
+    return base._replace(weights=weights)
 
 
 def dropout_schedule(rate: float, epochs: int, warmup_epochs: int, steps_per_epoch: int,

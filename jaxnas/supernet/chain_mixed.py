@@ -11,6 +11,13 @@ masks per choice), so one-hot weights compute exactly that supernet at that path
 and variables move between the two.  All six blocks run in every step (one `vmap`
 over the stacked choices, each at the padded size) and each updates its own
 BatchNorm statistics, as every op of a DARTS mixed op does.
+
+``weights`` may also be ``{"weights": f32[L, K], "paths": int32[L, M]}``
+(ProxylessNAS' two sampled paths, `jaxnas.relax.two_path_relaxation`): layer ``l`` then
+runs only the blocks ``paths[l]`` (their parameters gathered from the stack, one `vmap`
+over M), ``sum_m weights[l, paths[l, m]] block(x)``, and only their statistics move.
+That is the all-blocks layer in value and in the gradients of those columns whenever the
+weights are 0 outside ``paths`` (the other columns are not read).
 """
 
 from __future__ import annotations
@@ -34,11 +41,15 @@ class MixedChoiceLayer(nn.Module):
     bn_momentum: float = 0.9
 
     @nn.compact
-    def __call__(self, x: Array, weights: Array, train: bool) -> Array:
+    def __call__(self, x: Array, weights: Array, train: bool,
+                 paths: Array | None = None) -> Array:
         spec = self.spec
         p, stat_vars = chain_lib.stacked_variables(self, spec)
         stats = {n: v.value for n, v in stat_vars.items()}
         hidden_mask, tap_mask = (jnp.asarray(m) for m in chain_lib.masks(spec))
+        if paths is not None and not self.is_initializing():
+            return self._paths(x, weights, train, paths, p, stat_vars, stats,
+                               hidden_mask, tap_mask)
 
         def block(p_k, stats_k, hidden_k, taps_k):
             return inverted_residual(
@@ -56,6 +67,28 @@ class MixedChoiceLayer(nn.Module):
         y = jnp.einsum("k,k...->...", weights.astype(ys.dtype), ys)
         return x + y if spec.residual else y
 
+    def _paths(self, x, weights, train, paths, p, stat_vars, stats, hidden_mask, tap_mask):
+        """Only the blocks `paths` run: their slices of the stacked variables."""
+        spec = self.spec
+        take = lambda a: a[paths]  # noqa: E731  (gathers M of the K stacked blocks)
+
+        def block(p_k, stats_k, hidden_k, taps_k):
+            return inverted_residual(
+                x, p_k, stats_k, kernel=MAX_KERNEL, stride=spec.stride, residual=False,
+                train=train, momentum=self.bn_momentum, impl=self.impl,
+                hidden_mask=hidden_k, tap_mask=taps_k)
+
+        hidden = take(hidden_mask)
+        ys, new = jax.vmap(block)(jax.tree.map(take, p), jax.tree.map(take, stats),
+                                  hidden, take(tap_mask))
+        if train:
+            for n, var in stat_vars.items():
+                keep = n.startswith(("bn1", "bn2"))
+                upd = jnp.where(hidden > 0, new[n], take(stats[n])) if keep else new[n]
+                var.value = stats[n].at[paths].set(upd)
+        y = jnp.einsum("m,m...->...", take(weights).astype(ys.dtype), ys)
+        return x + y if spec.residual else y
+
 
 class ChainMixedSupernet(nn.Module):
     """The chain supernet of soft op weights f32[L, K] (see the module docstring)."""
@@ -71,8 +104,11 @@ class ChainMixedSupernet(nn.Module):
         return CHOICE_NAMES
 
     @nn.compact
-    def __call__(self, x: Array, weights: Array, train: bool = True) -> Array:
+    def __call__(self, x: Array, weights: Array | dict, train: bool = True) -> Array:
         check_input(self.space, x)
+        paths = None
+        if isinstance(weights, dict):
+            weights, paths = weights["weights"], weights["paths"]
         expected = (self.space.num_layers, len(CHOICE_NAMES))
         if weights.shape != expected:
             raise ValueError(f"op weights have shape {weights.shape}, expected "
@@ -80,6 +116,7 @@ class ChainMixedSupernet(nn.Module):
         x = Stem(self.space, self.bn_momentum, name="stem")(x, train)
         for l, spec in enumerate(self.space.layers()):
             x = MixedChoiceLayer(spec, self.impl, self.bn_momentum,
-                                 name=f"layer{l}")(x, weights[l], train)
+                                 name=f"layer{l}")(
+                x, weights[l], train, None if paths is None else paths[l])
         return Head(self.space, self.num_classes, self.bn_momentum, name="head")(
             x, train)

@@ -257,6 +257,11 @@ class LoopMixedOp(nn.Module):
     `forward_gdas` exactly: dL/dw[k*] = <dL/dy, op_k*(x)>, dL/dw[k] = sum(dL/dy) for the
     others. Only the chosen op's BatchNorm statistics are updated. Initialisation runs
     every op (all parameters exist).
+
+    paths=int32[M] (ProxylessNAS' two paths): only the ops `paths` run (one `nn.switch`
+    each), out = sum_m w[paths[m]] op_paths[m](x): equal in value and in the gradients
+    of those columns of `w` to the all-ops sum whenever w is 0 outside `paths` (the
+    other columns are not read).
     """
 
     channels: int
@@ -267,7 +272,11 @@ class LoopMixedOp(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, w: jax.Array, train: bool,
-                 drop: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
+                 drop: tuple[jax.Array, jax.Array] | None = None,
+                 paths: jax.Array | None = None) -> jax.Array:
+        if paths is not None and self.single_path:
+            raise ValueError("paths (ProxylessNAS) and single_path (GDAS) exclude each "
+                             "other")
         k_pc = self.partial_channels
         c_op = self.channels // k_pc
         x_op = x if k_pc == 1 else x[..., :c_op]
@@ -281,10 +290,14 @@ class LoopMixedOp(nn.Module):
                 y = skip_dropout(y, *drop)
             return y
 
-        if self.single_path and not self.is_initializing():
+        branches = [lambda mdl, x_op, k=k: op(k, x_op) for k in range(len(self.primitives))]
+        if paths is not None and not self.is_initializing():
+            out = 0.0
+            for m in range(paths.shape[0]):
+                y = nn.switch(paths[m], branches, self, x_op)
+                out = out + w[paths[m]].astype(x.dtype) * y
+        elif self.single_path and not self.is_initializing():
             chosen = jnp.argmax(w)
-            branches = [lambda mdl, x_op, k=k: op(k, x_op)
-                        for k in range(len(self.primitives))]
             y = nn.switch(chosen, branches, self, x_op)
             h = jax.nn.one_hot(chosen, w.shape[0], dtype=w.dtype) + (
                 w - jax.lax.stop_gradient(w))
@@ -358,7 +371,9 @@ class SearchCell(nn.Module):
     `single_path` (loop only; GDAS): each edge runs only its op of largest weight
     (`LoopMixedOp`). `edge_primitives` (loop only; P-DARTS' pruned op sets): edge e builds and runs only
     the ops `edge_primitives[e]` (names among `primitives`), weighted by their columns
-    of its row of `w` (the other columns are not read). `drop`: (key, rate) of `skip_dropout`, one key per edge.
+    of its row of `w` (the other columns are not read). `drop`: (key, rate) of
+    `skip_dropout`, one key per edge. `paths` int32[E, M] (loop only; ProxylessNAS): edge
+    e runs only the ops `paths[e]` (`LoopMixedOp`); the stacked forms compute every op.
     """
 
     channels: int
@@ -375,8 +390,12 @@ class SearchCell(nn.Module):
 
     @nn.compact
     def __call__(self, s0: jax.Array, s1: jax.Array, w: jax.Array, train: bool,
-                 drop: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
+                 drop: tuple[jax.Array, jax.Array] | None = None,
+                 paths: jax.Array | None = None) -> jax.Array:
         c = self.channels
+        if paths is not None and self.edge_primitives is not None:
+            raise ValueError("paths (ProxylessNAS) index every primitive: not with "
+                             "edge_primitives (P-DARTS' pruned op sets)")
         if self.reduction_prev:
             s0 = StackedFactorizedReduce(1, c, name="preprocess0")(s0, train)[0]
         else:
@@ -408,7 +427,8 @@ class SearchCell(nn.Module):
                     cols = np.asarray([list(self.primitives).index(p) for p in prims])
                     nodes[j] = nodes[j] + LoopMixedOp(
                         c, stride, prims, self.partial_channels, self.single_path,
-                        name=f"edge_{e}")(states[src], w[e, cols], train, edge_drop)
+                        name=f"edge_{e}")(states[src], w[e, cols], train, edge_drop,
+                                          None if paths is None else paths[e])
             if src >= 1:  # node src-1 has now received all of its inputs
                 states.append(nodes[src - 1])
         return jnp.concatenate(states[-self.multiplier:], axis=-1)
@@ -469,11 +489,14 @@ class DartsSupernet(nn.Module):
         """`arch`: {"normal": w[E, K], "reduce": w[E, K]}, and optionally
         "skip_dropout": {"key", "rate"} (P-DARTS; loop and fused mixed ops): inverted
         dropout on every stride-1 identity op's output, an independent mask per cell and
-        edge (the two forms draw their masks from the key differently)."""
+        edge (the two forms draw their masks from the key differently); "paths":
+        {"normal": int32[E, M], "reduce": int32[E, M]} (ProxylessNAS' sampled ops; the
+        loop mixed op runs only those, the stacked ones every op, so the weights must be
+        0 outside them)."""
         if self.mixed_op not in MIXED_OPS:
             raise ValueError(f"mixed_op={self.mixed_op!r}: expected one of {MIXED_OPS}")
         check_partial_channels(self.partial_channels, self.channels, self.mixed_op)
-        drop = arch.get("skip_dropout")
+        drop, paths = arch.get("skip_dropout"), arch.get("paths")
         if drop is not None and self.mixed_op == "scan":
             raise ValueError("skip dropout (P-DARTS) needs mixed_op='loop' or 'fused', "
                              "got mixed_op='scan'")
@@ -505,8 +528,10 @@ class DartsSupernet(nn.Module):
                               name=f"cell_{i}")
             cell_drop = (None if drop is None
                          else (jax.random.fold_in(drop["key"], i), drop["rate"]))
-            s0, s1 = s1, cell(s0, s1, arch["reduce" if reduction else "normal"], train,
-                              cell_drop)
+            kind = "reduce" if reduction else "normal"
+            cell_paths = (None if paths is None or self.mixed_op != "loop"
+                          else paths[kind])
+            s0, s1 = s1, cell(s0, s1, arch[kind], train, cell_drop, cell_paths)
             reduction_prev = reduction
         pooled = jnp.mean(s1, axis=(1, 2))
         return nn.Dense(self.num_classes, name="classifier")(pooled)
