@@ -66,7 +66,6 @@ def _to(mesh, tree):
 
 def darts(estimator: str) -> dict:
     from experiments import darts_digits
-    from jaxnas.runners import darts as runner
 
     config = darts_digits.get_config()
     config.model.channels = 4
@@ -76,8 +75,26 @@ def darts(estimator: str) -> dict:
     config.model.impl = "lax"       # grouped convolutions: the fewest ops to compile
     config.darts.estimator = estimator
     config.darts.warmup_epochs = 0  # every step updates the alphas
+    return _bilevel(config, f"darts_{estimator}")
+
+
+def proxyless_chain_two_path() -> dict:
+    """ProxylessNAS' two sampled paths on a tiny chain, with the parameter cost."""
+    from experiments import proxyless_chain_digits
+
+    config = proxyless_chain_digits.get_config()
+    m = config.model
+    m.stem_channels, m.widths, m.depths = 4, (4, 6), (1, 1)
+    m.strides, m.head_channels = (1, 2), 8
+    config.darts.warmup_epochs = 0
+    return _bilevel(config, "proxyless_chain_two_path")
+
+
+def _bilevel(config, check: str) -> dict:
+    from jaxnas.runners import darts as runner
+
     b = 16
-    _, strategy = runner.build(config, 10, steps_per_epoch=10)
+    _, strategy = runner.build(config, 10, steps_per_epoch=10, image_size=8)
     state0 = jax.jit(strategy.init)(jax.random.key(0), jnp.zeros((b, 8, 8, 1)))
     train, val = _batches(2, b, 1), _batches(2, b, 2)
     out = {}
@@ -96,7 +113,7 @@ def darts(estimator: str) -> dict:
         out[name] = (state, metrics, [str(s.sharding) for s in
                                       jax.tree.leaves(state.alphas)][:1])
     (s1, m1, _), (s8, m8, sh) = out["single"], out["sharded"]
-    return {"check": f"darts_{estimator}", "devices": int(jax.device_count()),
+    return {"check": check, "devices": int(jax.device_count()),
             "sharding": sh[0],
             "max_abs_diff": {"alphas": _max_diff(s1.alphas, s8.alphas),
                              "params": _max_diff(s1.params, s8.params),
@@ -220,6 +237,7 @@ CHECKS = {
     "fairnas_shared": lambda: fairnas(False),
     "fairnas_per_path": lambda: fairnas(True),
     "population": population,
+    "proxyless_chain_two_path": proxyless_chain_two_path,
 }
 
 

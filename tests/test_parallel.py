@@ -76,6 +76,11 @@ def test_darts_finite_difference_step_sharded_equal_single():
     _assert_darts_equal(_checks("darts_fd")["darts_fd"])
 
 
+def test_proxyless_two_path_chain_step_sharded_equals_single_device():
+    # the pairs are drawn from the replicated key: the same on every device
+    _assert_darts_equal(_checks("proxyless_chain_two_path")["proxyless_chain_two_path"])
+
+
 def test_fairnas_step_with_paths_on_a_mesh_axis_equals_single_device():
     r = _checks("fairnas_shared")["fairnas_shared"]
     assert r["mesh"] == {"data": 4, "path": 2, "pop": 1}

@@ -10,6 +10,10 @@ Records (names are a contract):
   proxyless/iteration/two_path
                        ProxylessNAS with the paper's two sampled paths (loop mixed op,
                        only each edge's pair runs)
+  proxyless/chain/iteration, proxyless/chain/iteration/two_path
+                       ProxylessNAS on the chain space of experiments/zero_cost_digits.py
+                       (`ChainMixedSupernet`, 3-channel --image inputs): one-path gates
+                       over all six blocks, and the two sampled blocks per layer only
 
 The suite `family` measures `darts/iteration/first_order` first, then each of these on the
 same supernet and settings (jaxnas/bench/darts.py SETTINGS; the family's own values are
@@ -36,13 +40,15 @@ from jaxnas.strategies import darts as darts_lib
 
 METHODS = ("gdas", "snas", "fairdarts", "drnas", "darts_minus", "pcdarts", "pdarts",
            "proxyless")
-RECORDS = tuple(f"{m}/iteration" for m in METHODS) + ("gdas/iteration/single_path",
-                                                      "proxyless/iteration/two_path")
+RECORDS = tuple(f"{m}/iteration" for m in METHODS) + (
+    "gdas/iteration/single_path", "proxyless/iteration/two_path",
+    "proxyless/chain/iteration", "proxyless/chain/iteration/two_path")
 PCDARTS_K = 4  # experiments/pcdarts_digits.py's partial_channels
 PDARTS_OPS = ("skip_connect", "sep_conv_3x3", "sep_conv_5x5")  # a last stage's 3 ops
 
 
-def strategy(method: str, model: Any, s: dict = darts_bench.SETTINGS, paths: str = "all"):
+def strategy(method: str, model: Any, s: dict = darts_bench.SETTINGS, paths: str = "all",
+             **extra: Any):
     """The method's strategy with the search configs' settings and first-order DARTS'."""
     total = s["epochs"] * s["steps_per_epoch"]
     kw = dict(estimator="first_order",
@@ -51,7 +57,7 @@ def strategy(method: str, model: Any, s: dict = darts_bench.SETTINGS, paths: str
               w_momentum=s["w_momentum"], w_weight_decay=s["w_weight_decay"],
               grad_clip=s["grad_clip"],
               a_tx=darts_lib.arch_optimizer(s["a_lr"], s["a_b1"], s["a_b2"],
-                                            s["a_weight_decay"]))
+                                            s["a_weight_decay"]), **extra)
     if method == "gdas":
         from jaxnas.strategies.gdas import gdas
         return gdas(model, total_steps=total, tau_max=10.0, tau_min=0.1, **kw)
@@ -88,6 +94,8 @@ def case(name: str, args: Any) -> common.Case:
         raise ValueError(f"unknown family record {name!r}: expected one of {RECORDS}")
     method = name.partition("/")[0]
     placement = common.Placement(args.devices)
+    if "/chain/" in name:
+        return _chain_case(name, args, placement)
     model = darts_bench.build_model(args)
     if method == "pcdarts":
         model = model.clone(mixed_op="loop", partial_channels=PCDARTS_K)
@@ -110,6 +118,32 @@ def case(name: str, args: Any) -> common.Case:
                   partial_channels=model.partial_channels,
                   single_path=model.single_path,
                   paths=("two" if two_path else "all") if method == "proxyless" else None,
+                  devices=args.devices, repeats=args.repeats, warmup=args.warmup,
+                  settings=darts_bench.SETTINGS)
+    return common.Case(strat.step, (state, train, val), args.batch, placement.devices,
+                       config, lambda r: {"images_per_s": r["items_per_s"]}, "first")
+
+
+def _chain_case(name: str, args: Any, placement: common.Placement) -> common.Case:
+    """ProxylessNAS on the digits chain space (the zero-cost search's layers)."""
+    import os
+
+    from jaxnas import config as config_lib
+    from jaxnas.runners import supernets
+
+    # a repository file, not an installed module (as every example config)
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "experiments",
+                        "zero_cost_digits.py")
+    m = config_lib.load_config(path).model
+    with m.unlocked():
+        m.space, m.in_channels = "chain", 3
+    model, space = supernets.build(m, args.num_classes)
+    paths = "two" if name.endswith("two_path") else "all"
+    strat = strategy("proxyless", model, paths=paths, space=space)
+    image, state, train, val, n_params = darts_bench.placed_state(strat, args, placement)
+    config = dict(method="proxyless", space="chain", paths=paths, estimator="first_order",
+                  widths=list(m.widths), depths=list(m.depths), batch=args.batch,
+                  image=[image, image, 3], num_classes=args.num_classes, params=n_params,
                   devices=args.devices, repeats=args.repeats, warmup=args.warmup,
                   settings=darts_bench.SETTINGS)
     return common.Case(strat.step, (state, train, val), args.batch, placement.devices,
