@@ -47,16 +47,10 @@ class MixedChoiceLayer(nn.Module):
         p, stat_vars = chain_lib.stacked_variables(self, spec)
         stats = {n: v.value for n, v in stat_vars.items()}
         hidden_mask, tap_mask = (jnp.asarray(m) for m in chain_lib.masks(spec))
+        block = self._block(x, train)
         if paths is not None and not self.is_initializing():
-            return self._paths(x, weights, train, paths, p, stat_vars, stats,
+            return self._paths(x, block, weights, train, paths, p, stat_vars, stats,
                                hidden_mask, tap_mask)
-
-        def block(p_k, stats_k, hidden_k, taps_k):
-            return inverted_residual(
-                x, p_k, stats_k, kernel=MAX_KERNEL, stride=spec.stride, residual=False,
-                train=train, momentum=self.bn_momentum, impl=self.impl,
-                hidden_mask=hidden_k, tap_mask=taps_k)
-
         ys, new = jax.vmap(block)(p, stats, hidden_mask, tap_mask)
         if train and not self.is_initializing():
             for n, var in stat_vars.items():
@@ -67,17 +61,20 @@ class MixedChoiceLayer(nn.Module):
         y = jnp.einsum("k,k...->...", weights.astype(ys.dtype), ys)
         return x + y if spec.residual else y
 
-    def _paths(self, x, weights, train, paths, p, stat_vars, stats, hidden_mask, tap_mask):
+    def _block(self, x: Array, train: bool):
+        """One candidate block on `x`, given its slice of the stacked variables."""
+        def block(p_k, stats_k, hidden_k, taps_k):
+            return inverted_residual(
+                x, p_k, stats_k, kernel=MAX_KERNEL, stride=self.spec.stride,
+                residual=False, train=train, momentum=self.bn_momentum, impl=self.impl,
+                hidden_mask=hidden_k, tap_mask=taps_k)
+        return block
+
+    def _paths(self, x, block, weights, train, paths, p, stat_vars, stats, hidden_mask,
+               tap_mask):
         """Only the blocks `paths` run: their slices of the stacked variables."""
         spec = self.spec
         take = lambda a: a[paths]  # noqa: E731  (gathers M of the K stacked blocks)
-
-        def block(p_k, stats_k, hidden_k, taps_k):
-            return inverted_residual(
-                x, p_k, stats_k, kernel=MAX_KERNEL, stride=spec.stride, residual=False,
-                train=train, momentum=self.bn_momentum, impl=self.impl,
-                hidden_mask=hidden_k, tap_mask=taps_k)
-
         hidden = take(hidden_mask)
         ys, new = jax.vmap(block)(jax.tree.map(take, p), jax.tree.map(take, stats),
                                   hidden, take(tap_mask))
