@@ -16,6 +16,8 @@ sampled block per layer, every block computed. The cost term is `config.hardware
 measured on this device:
   jaxnas latency --config experiments/proxyless_chain_digits.py --out lat.json
   ... --config.hardware.cost=latency --config.hardware.latency_table=lat.json
+A sweep of the latency weight, each path retrained: experiments/results/
+proxyless_chain_digits/notes.md.
 """
 
 import ml_collections
