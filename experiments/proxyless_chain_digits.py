@@ -28,9 +28,9 @@ from experiments import darts_chain_digits
 def get_config() -> ml_collections.ConfigDict:
     config = darts_chain_digits.get_config()
     config.method = "proxyless"
-    # one sampled path per step trains each block a sixth of the time: at DARTS' 10
-    # epochs and lr 0.025 the supernet stays at chance (train accuracy 0.1-0.19), so
-    # DARTS' 30 epochs (15 of warm-up) at the chain's one-shot lr (spos_digits: 0.2)
+    # one sampled path per step trains each block a sixth of the time, too slowly at
+    # DARTS' 10 epochs and lr 0.025 (experiments/results/proxyless_chain_digits/notes.md),
+    # so DARTS' 30 epochs (15 of warm-up) at the chain's one-shot lr (spos_digits: 0.2)
     config.epochs = 30
     config.darts.warmup_epochs = 15
     config.optim.w_lr = 0.2
