@@ -73,7 +73,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.steps = 4
     config.model.multiplier = 4
     config.model.stem_multiplier = 3
-    config.model.mixed_op = "fused"  # or "scan" (the supernet's default), "loop"
+    config.model.mixed_op = "fused"  # or "edges", "scan" (the supernet's default), "loop"
+    # True: runs of equal-shaped cells (from 11 cells on) share one scanned body
+    config.model.scan_cells = False
     config.model.impl = "auto"
 
     config.darts = ml_collections.ConfigDict()

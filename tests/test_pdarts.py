@@ -108,7 +108,7 @@ def test_skip_dropout_keeps_scales_and_drops_at_the_rate():
     assert ((z == 0) != dropped).any()  # another key, another mask
 
 
-@pytest.mark.parametrize("mixed_op", ["loop", "fused"])
+@pytest.mark.parametrize("mixed_op", ["loop", "fused", "edges"])
 def test_supernet_skip_dropout_only_touches_the_identity_and_is_exact_at_rate_zero(
         mixed_op):
     steps, e = 1, cells.num_edges(1)

@@ -101,7 +101,8 @@ def _random_arch(seed):
             for j, n in enumerate(("normal", "reduce"))}
 
 
-@pytest.mark.parametrize("mixed_op", ["scan", pytest.param("fused", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("mixed_op", ["scan", "edges",
+                                      pytest.param("fused", marks=pytest.mark.slow)])
 def test_wiring_equals_loop_on_parameter_free_ops(mixed_op):
     """With weight only on parameter-free ops, all formulations are the same function.
 

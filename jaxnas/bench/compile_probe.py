@@ -57,7 +57,8 @@ def _child(args: argparse.Namespace, options: str) -> dict[str, Any]:
     ns = argparse.Namespace(channels=args.channels, layers=args.layers, nodes=args.nodes,
                             batch=args.batch, image=args.image, num_classes=10,
                             mixed_op=args.mixed_op, impl="auto", devices=1,
-                            repeats=args.repeats, warmup=1, remat=args.remat == "cell")
+                            repeats=args.repeats, warmup=1, remat=args.remat == "cell",
+                            scan_cells=args.scan_cells)
     case = darts_bench.case(args.record, ns)
     jitted = jax.jit(case.fn, donate_argnums=(0,) if case.state_out else ())
     c0, t0 = time.process_time(), time.perf_counter()
@@ -79,7 +80,7 @@ def _child(args: argparse.Namespace, options: str) -> dict[str, Any]:
         if case.state_out:
             call_args = (out if case.state_out == "all" else out[0],) + tuple(call_args[1:])
     record = {"record": args.record, "options": options, "mixed_op": args.mixed_op,
-              "remat": args.remat, "channels": args.channels, "layers": args.layers,
+              "remat": args.remat, "scan_cells": args.scan_cells, "channels": args.channels, "layers": args.layers,
               "nodes": args.nodes, "batch": args.batch, "image": args.image,
               "trace_s": round(t1 - t0, 3), "lower_s": round(t2 - t1, 3),
               "xla_s": round(t3 - t2, 3), "compile_s": round(t3 - t0, 3),
@@ -89,6 +90,9 @@ def _child(args: argparse.Namespace, options: str) -> dict[str, Any]:
               "times_s": [round(t, 4) for t in times],
               "loadavg_1m": round(os.getloadavg()[0], 2),
               "xla_flags": os.environ.get("XLA_FLAGS", "")}
+    # XLA's CPU backend generates code per fusion: their count tracks its compile time
+    record["hlo_fusions"] = sum(1 for ln in compiled.as_text().splitlines()
+                                if ln.lstrip("%").startswith("fused_") and ln.endswith("{"))
     record.update(_memory_analysis(compiled))
     record.update(environment())
     return record
@@ -105,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image", type=int, default=32)
     p.add_argument("--mixed-op", default="scan")
     p.add_argument("--remat", default="none", choices=("none", "cell"))
+    p.add_argument("--scan-cells", action="store_true",
+                   help="run each run of equal-shaped cells under one scanned body")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--options", action="append", default=None,
                    help="compiler options 'a=1,b=true' ('' = defaults); repeatable")
@@ -143,8 +149,9 @@ def main(argv: list[str] | None = None) -> int:
             record = json.loads(lines[-1][len(RESULT):])
         record["slow_compile_banner"] = "Very slow compile" in proc.stderr
         print(json.dumps({k: record.get(k) for k in (
-            "options", "mixed_op", "remat", "layers", "trace_s", "lower_s", "xla_s",
-            "compile_s", "cpu_lower_s", "cpu_xla_s", "step_s", "cpu_step_s", "xla_live_bytes",
+            "options", "mixed_op", "remat", "scan_cells", "layers", "trace_s", "lower_s", "xla_s",
+            "compile_s", "cpu_lower_s", "cpu_xla_s", "hlo_fusions", "step_s", "cpu_step_s",
+            "xla_live_bytes",
             "slow_compile_banner", "error")}), flush=True)
         if args.json:
             with open(args.json, "a") as f:

@@ -35,7 +35,8 @@ def build_model(args: Any) -> DartsSupernet:
     return DartsSupernet(channels=args.channels, num_classes=args.num_classes,
                          layers=args.layers, steps=args.nodes, multiplier=args.nodes,
                          mixed_op=args.mixed_op, impl=args.impl,
-                         remat=bool(getattr(args, "remat", False)))
+                         remat=bool(getattr(args, "remat", False)),
+                         scan_cells=bool(getattr(args, "scan_cells", False)))
 
 
 def _schedule(s: dict) -> Callable:
@@ -86,7 +87,8 @@ def case(name: str, args: Any) -> common.Case:
     config = dict(channels=args.channels, layers=args.layers, nodes=args.nodes,
                   batch=args.batch, image=[image, image, 3], num_classes=args.num_classes,
                   mixed_op=args.mixed_op, impl=args.impl,
-                  remat=bool(getattr(args, "remat", False)), params=n_params,
+                  remat=bool(getattr(args, "remat", False)),
+                  scan_cells=bool(getattr(args, "scan_cells", False)), params=n_params,
                   devices=args.devices, repeats=args.repeats, warmup=args.warmup,
                   settings=SETTINGS)
     if kind != "weight_step":

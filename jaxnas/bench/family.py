@@ -107,7 +107,8 @@ def case(name: str, args: Any) -> common.Case:
     if method == "pdarts":
         from jaxnas.spaces import cells
         edges = tuple(PDARTS_OPS for _ in range(cells.num_edges(model.steps)))
-        model = model.clone(mixed_op="fused" if model.mixed_op == "fused" else "loop",
+        model = model.clone(mixed_op=(model.mixed_op if model.mixed_op in ("fused", "edges")
+                                      else "loop"),
                             edge_ops=(edges, edges))
     strat = strategy(method, model, paths="two" if two_path else "all")
     image, state, train, val, n_params = darts_bench.placed_state(strat, args, placement)

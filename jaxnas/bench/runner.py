@@ -49,12 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="intermediate nodes per cell (4; fewer for smoke runs)")
     g.add_argument("--estimators", default=DEFAULT_ESTIMATORS,
                    help=f"comma list of hypergradient estimators ({DEFAULT_ESTIMATORS})")
-    g.add_argument("--mixed-op", default="scan", choices=("scan", "fused", "loop"),
+    g.add_argument("--mixed-op", default="scan", choices=("scan", "fused", "loop", "edges"),
                    help="mixed-op formulation of the supernet (scan, its default)")
     g.add_argument("--impl", default="auto", choices=("auto", "slices", "taps", "lax"),
                    help="depthwise convolution form (auto: slices on CPU, lax elsewhere)")
     g.add_argument("--remat", action="store_true",
                    help="rematerialise each cell in the backward pass (less memory)")
+    g.add_argument("--scan-cells", action="store_true",
+                   help="run each run of equal-shaped cells under one scanned body")
     g.add_argument("--variants", default="scan,fused,loop",
                    help="formulations suite: mixed-op forms to compare")
     g.add_argument("--kernel-impls", default="slices,taps",
@@ -119,9 +121,10 @@ def parse(argv: list[str], parser: argparse.ArgumentParser | None = None
             raise ValueError(f"--kernel-impls {args.kernel_impls!r}: expected a comma list "
                              "of slices, taps, lax")
         args.variant_list = [v.strip() for v in args.variants.split(",") if v.strip()]
-        bad = [v for v in args.variant_list if v not in ("scan", "fused", "loop")]
+        bad = [v for v in args.variant_list if v not in ("scan", "fused", "loop", "edges")]
         if bad or not args.variant_list:
-            raise ValueError(f"--variants {args.variants!r}: expected scan, fused, loop")
+            raise ValueError(f"--variants {args.variants!r}: expected a comma list of "
+                             "scan, fused, loop, edges")
         for flag in ("channels", "layers", "nodes", "batch", "num_classes", "repeats",
                      "devices", "calib_batches", "val_batches"):
             if getattr(args, flag) < 1:

@@ -43,11 +43,11 @@ def check(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"config.model.space={m.space!r} is not allowed for pdarts: "
                           "expected 'darts' (per-edge op sets are built for the DARTS "
                           "cell supernet)")
-    if m.mixed_op not in ("loop", "fused"):
+    if m.mixed_op not in ("loop", "fused", "edges"):
         raise ConfigError(f"config.model.mixed_op={m.mixed_op!r} is not allowed for "
-                          "pdarts: expected 'loop' (runs just each edge's kept ops) or "
-                          "'fused' (runs every op, the pruned ones weighted 0; faster "
-                          "on the CPU)")
+                          "pdarts: expected 'loop' (runs just each edge's kept ops), "
+                          "'fused' or 'edges' (run every op, the pruned ones weighted "
+                          "0; faster on the CPU)")
     n = len(p.num_ops)
     for key in ("add_layers", "skip_dropout"):
         if len(p[key]) != n:

@@ -10,7 +10,8 @@ from jaxnas.errors import ConfigError
 
 DEFAULT_SPACE = "darts"
 
-# config.model rules per space; every key of the chosen space's rules is required.
+# config.model rules per space; every key of the chosen space's rules is required but
+# those in OPTIONAL.
 MODEL_RULES: dict[str, dict[str, C.Rule]] = {
     "darts": {
         "model.channels": C.positive(int),
@@ -23,6 +24,8 @@ MODEL_RULES: dict[str, dict[str, C.Rule]] = {
         "model.stem_multiplier": C.positive(int),
         "model.mixed_op": C.choice_from("jaxnas.supernet.darts", "MIXED_OPS"),
         "model.impl": C.choice_from("jaxnas.supernet.kernels", "IMPLS"),
+        # optional (default False): runs of equal-shaped cells under one scanned body
+        "model.scan_cells": C.Rule(lambda v: isinstance(v, bool), "True or False"),
     },
     # NAS-Bench-201 (jaxnas.supernet.nb201): C initial channels, N cells per stage
     "nb201": {
@@ -48,6 +51,8 @@ MODEL_RULES: dict[str, dict[str, C.Rule]] = {
     },
 }
 
+OPTIONAL = frozenset({"model.scan_cells"})
+
 
 def _ints(v, ok) -> bool:
     return (isinstance(v, (tuple, list)) and len(v) > 0
@@ -67,7 +72,7 @@ def check_model(config: ml_collections.ConfigDict) -> str:
     """Validates `config.model` against its space's rules; returns the space's name."""
     name = space_name(config)
     rules = MODEL_RULES[name]
-    C.validate(config, rules, required=list(rules))
+    C.validate(config, rules, required=[k for k in rules if k not in OPTIONAL])
     if name == "darts" and config.model.multiplier > config.model.steps:
         raise ConfigError(f"config.model.multiplier={config.model.multiplier} is not "
                           f"allowed: expected at most model.steps={config.model.steps}")

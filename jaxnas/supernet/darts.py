@@ -13,7 +13,13 @@ Formulations of the mixed op (see `SearchCell`), all computing the same function
   parameters do not depend on the edge, so they are computed once per source.
   `mixed_op="scan"` (default) runs the groups of the intermediate nodes under
   `nn.scan` (fewer bodies to compile); `mixed_op="fused"` unrolls them.
+- `mixed_op="edges"`: every edge of a cell is one step of an `nn.scan` whose body is
+  the fused mixed op of a single edge (a reduction cell: one scan for its stride-2 edges,
+  one for the rest). One op body to compile per cell instead of one per edge group, so
+  the step compiles several times faster (benchmarks/results/2026-12-02-edges).
 - `mixed_op="loop"`: the reference formulation, one module per op per edge.
+- `scan_cells=True` (any formulation): consecutive cells of equal input shapes
+  (`steady_runs`) run under one `nn.scan` body, so compile time stops growing with depth.
 
 Partial channels (PC-DARTS, Xu et al. 2020; `partial_channels=K`, loop formulation only):
 each mixed op runs on the first C/K channels of its input, the other channels bypass it
@@ -35,7 +41,7 @@ from jaxnas.spaces import ops as ops_lib
 from jaxnas.supernet import kernels
 
 PRIMITIVES = ops_lib.PRIMITIVES
-MIXED_OPS = ("scan", "fused", "loop")
+MIXED_OPS = ("scan", "fused", "loop", "edges")
 _CONV_OPS = ("sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
 _FIRST_LAYER = {"sep_conv_3x3": (3, 1), "sep_conv_5x5": (5, 1),
                 "dil_conv_3x3": (3, 2), "dil_conv_5x5": (5, 2)}
@@ -342,6 +348,45 @@ class _IntermediateSource(nn.Module):
         return nodes.at[1:].add(out), None
 
 
+class _EdgeStep(nn.Module):
+    """One scan step of `mixed_op="edges"`: the mixed op of edge e (src -> node dst)
+    added into the node sums held in the carry.
+
+    The source is read from the carry (`from_carry`: states that are complete because
+    edges run node by node) or from the broadcast `inputs` (a reduction cell's two
+    inputs, at the resolution before the stride-2 edges).
+    """
+
+    channels: int
+    stride: int
+    primitives: Sequence[str]
+    impl: str
+    train: bool
+    from_carry: bool
+
+    @nn.compact
+    def __call__(self, states: jax.Array, xs, inputs, drop):
+        e, src, dst, w = xs
+        x = jax.lax.dynamic_index_in_dim(states if self.from_carry else inputs, src,
+                                         axis=0, keepdims=False)
+        edge_drop = None if drop is None else (jax.random.fold_in(drop[0], e), drop[1])
+        y = FusedEdgeGroup(1, self.channels, self.stride, self.primitives, self.impl,
+                           name="edge")(x, w[None], self.train, edge_drop)[0]
+        node = jax.lax.dynamic_index_in_dim(states, dst, axis=0, keepdims=False)
+        return jax.lax.dynamic_update_index_in_dim(states, node + y, dst, axis=0), None
+
+
+def _edge_table(edges: Sequence[tuple[int, int]], base: int, from_carry: bool
+                ) -> tuple[np.ndarray, ...]:
+    """(edge rows, source index, target index) of `edges` [(src state, node)] for a
+    carry whose entry 0 is state `base`; sources index the carry when `from_carry`,
+    else the two cell inputs."""
+    e = np.asarray([cells.edge_index(src, j) for src, j in edges], np.int32)
+    src = np.asarray([src - (base if from_carry else 0) for src, _ in edges], np.int32)
+    dst = np.asarray([j + 2 - base for _, j in edges], np.int32)
+    return e, src, dst
+
+
 def _intermediate_rows(steps: int) -> tuple[np.ndarray, np.ndarray]:
     """Arch rows and validity mask of the scanned edge slots, each (steps-1, steps-1)."""
     rows = np.zeros((steps - 1, steps - 1), np.int32)
@@ -366,6 +411,10 @@ class SearchCell(nn.Module):
               (17 edge evaluations for 14 edges at steps=4) and holds those unused
               slots' parameters (they receive exactly zero gradient).
       "fused" one fused group per source state, unrolled: exactly 14 edge evaluations.
+      "edges" one `nn.scan` step per edge (`_EdgeStep`), in row order (node by node, so
+              every source is complete when read), the node sums in the carry: exactly
+              14 edge evaluations and one edge body to compile (two in a reduction
+              cell: its inputs' stride-2 edges, then the nodes' stride-1 edges).
       "loop"  the reference: one module per op per edge.
 
     `single_path` (loop only; GDAS): each edge runs only its op of largest weight
@@ -403,6 +452,8 @@ class SearchCell(nn.Module):
         s1 = StackedReLUConv1x1BN(c, name="preprocess1")(s1, train)
         if self.mixed_op == "scan":
             return self._scanned(s0, s1, w, train)
+        if self.mixed_op == "edges":
+            return self._edges(s0, s1, w, train, drop)
         states = [s0, s1]
         nodes: list[Any] = [0.0] * self.steps
         for src in range(self.steps + 1):
@@ -433,6 +484,38 @@ class SearchCell(nn.Module):
                 states.append(nodes[src - 1])
         return jnp.concatenate(states[-self.multiplier:], axis=-1)
 
+    def _edges(self, s0: jax.Array, s1: jax.Array, w: jax.Array, train: bool,
+               drop: tuple[jax.Array, jax.Array] | None) -> jax.Array:
+        c, steps, prims = self.channels, self.steps, tuple(self.primitives)
+        edges = [(src, j) for j in range(steps) for src in range(j + 2)]  # row order
+
+        def run(name, states, todo, base, stride, inputs):
+            e, src, dst = _edge_table(todo, base, inputs is None)
+            scan = nn.scan(_EdgeStep, variable_axes={"params": 0, "batch_stats": 0},
+                           split_rngs={"params": True},
+                           in_axes=(0, nn.broadcast, nn.broadcast), length=len(todo))
+            states, _ = scan(c, stride, prims, self.impl, train, inputs is None,
+                             name=name)(states, (jnp.asarray(e), jnp.asarray(src),
+                                                 jnp.asarray(dst), w[jnp.asarray(e)]),
+                                        inputs, drop)
+            return states
+
+        if not self.reduction:  # every edge stride 1: one body, the carry holds all states
+            zeros = jnp.zeros((steps,) + s1.shape, s1.dtype)
+            states = run("edges", jnp.concatenate([jnp.stack([s0, s1]), zeros]), edges,
+                         0, 1, None)
+            nodes = states[2:]
+        else:  # the inputs' stride-2 edges, then the nodes' stride-1 edges
+            n, h, wd, _ = s1.shape
+            nodes = jnp.zeros((steps, n, (h - 1) // 2 + 1, (wd - 1) // 2 + 1, c), s1.dtype)
+            nodes = run("input_edges", nodes, [ed for ed in edges if ed[0] < 2], 2, 2,
+                        jnp.stack([s0, s1]))
+            later = [ed for ed in edges if ed[0] >= 2]
+            if later:
+                nodes = run("node_edges", nodes, later, 2, 1, None)
+        states = [s0, s1] + [nodes[j] for j in range(steps)]
+        return jnp.concatenate(states[-self.multiplier:], axis=-1)
+
     def _scanned(self, s0: jax.Array, s1: jax.Array, w: jax.Array, train: bool) -> jax.Array:
         c, steps = self.channels, self.steps
         stride = 2 if self.reduction else 1
@@ -454,6 +537,68 @@ class SearchCell(nn.Module):
                 nodes, (jnp.arange(steps - 1), w_mid))
         states = [s0, s1] + [nodes[j] for j in range(steps)]
         return jnp.concatenate(states[-self.multiplier:], axis=-1)
+
+
+def steady_runs(layers: int, min_length: int = 2) -> list[tuple[int, int]]:
+    """Runs [a, b) of consecutive cells whose inputs have equal shapes, at least
+    `min_length` long: normal cells whose two predecessors are cells (not the stem) and
+    whose previous cell is normal. Both inputs then have `multiplier * C` channels at the
+    stage's resolution (a reduction cell's output has its stage's shape), so the cells
+    of a run differ only in their parameters and can share one compiled body."""
+    reductions = cells.reduction_layers(layers)
+    steady = [i >= 2 and i not in reductions and i - 1 not in reductions
+              for i in range(layers)]
+    runs, i = [], 0
+    while i < layers:
+        j = i
+        while j < layers and steady[j]:
+            j += 1
+        if j - i >= min_length:
+            runs.append((i, j))
+        i = max(j, i + 1)
+    return runs
+
+
+def scanned_cells_layout(variables: dict, layers: int) -> dict:
+    """`variables` of a `DartsSupernet(scan_cells=False)` in the layout of
+    `scan_cells=True`: the cells of each `steady_runs` run stacked along a new leading
+    axis under "cells_<a>_<b>"/"cell" (the same function with those variables)."""
+    out = {}
+    for col, tree in variables.items():
+        tree = dict(tree)
+        for a, b in steady_runs(layers):
+            parts = [tree.pop(f"cell_{i}") for i in range(a, b)]
+            tree[f"cells_{a}_{b}"] = {"cell": jax.tree.map(lambda *x: jnp.stack(x), *parts)}
+        out[col] = tree
+    return out
+
+
+class _RunStep(nn.Module):
+    """One cell of a steady run under `nn.scan`: carry (s0, s1) -> (s1, cell(s0, s1))."""
+
+    channels: int
+    steps: int
+    multiplier: int
+    primitives: Sequence[str]
+    mixed_op: str
+    impl: str
+    partial_channels: int
+    edge_primitives: tuple[tuple[str, ...], ...] | None
+    single_path: bool
+    remat: bool
+    train: bool
+
+    @nn.compact
+    def __call__(self, carry, i, w, drop, paths):
+        s0, s1 = carry
+        cell_cls = nn.remat(SearchCell, static_argnums=(4,)) if self.remat else SearchCell
+        cell_drop = None if drop is None else (jax.random.fold_in(drop["key"], i),
+                                               drop["rate"])
+        out = cell_cls(self.channels, False, False, self.steps, self.multiplier,
+                       tuple(self.primitives), self.mixed_op, self.impl,
+                       self.partial_channels, self.edge_primitives, self.single_path,
+                       name="cell")(s0, s1, w, self.train, cell_drop, paths)
+        return (s1, out), None
 
 
 class DartsSupernet(nn.Module):
@@ -483,13 +628,17 @@ class DartsSupernet(nn.Module):
     # GDAS: each edge runs only the op of largest weight (LoopMixedOp; loop only), so a
     # step with one-hot samples costs about a single-path network
     single_path: bool = False
+    # Run each `steady_runs` run of cells (equal input shapes; from 11 cells on) under
+    # one `nn.scan` body, so that compile time stops growing with depth. Same function;
+    # the run's variables are stacked under "cells_<a>_<b>" (`scanned_cells_layout`).
+    scan_cells: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, arch: dict, train: bool = True) -> jax.Array:
         """`arch`: {"normal": w[E, K], "reduce": w[E, K]}, and optionally
-        "skip_dropout": {"key", "rate"} (P-DARTS; loop and fused mixed ops): inverted
+        "skip_dropout": {"key", "rate"} (P-DARTS; loop, fused and edges): inverted
         dropout on every stride-1 identity op's output, an independent mask per cell and
-        edge (the two forms draw their masks from the key differently); "paths":
+        edge (each form draws its masks from the key its own way); "paths":
         {"normal": int32[E, M], "reduce": int32[E, M]} (ProxylessNAS' sampled ops; the
         loop mixed op runs only those, the stacked ones every op, so the weights must be
         0 outside them)."""
@@ -517,7 +666,24 @@ class DartsSupernet(nn.Module):
         reduction_prev = False
         reductions = cells.reduction_layers(self.layers)
         cell_cls = nn.remat(SearchCell, static_argnums=(4,)) if self.remat else SearchCell
-        for i in range(self.layers):
+        runs = dict(steady_runs(self.layers)) if self.scan_cells else {}
+        i = 0
+        while i < self.layers:
+            if i in runs:
+                paths_n = None if paths is None or self.mixed_op != "loop" else paths["normal"]
+                run = nn.scan(_RunStep, variable_axes={"params": 0, "batch_stats": 0},
+                              split_rngs={"params": True},
+                              in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast),
+                              length=runs[i] - i)
+                ops = None if self.edge_ops is None else self.edge_ops[0]
+                (s0, s1), _ = run(c, self.steps, self.multiplier, tuple(self.primitives),
+                                  self.mixed_op, self.impl, self.partial_channels, ops,
+                                  self.single_path, self.remat, train,
+                                  name=f"cells_{i}_{runs[i]}")(
+                    (s0, s1), jnp.arange(i, runs[i]), arch["normal"], drop, paths_n)
+                reduction_prev = False
+                i = runs[i]
+                continue
             reduction = i in reductions
             if reduction:
                 c *= 2
@@ -533,6 +699,7 @@ class DartsSupernet(nn.Module):
                           else paths[kind])
             s0, s1 = s1, cell(s0, s1, arch[kind], train, cell_drop, cell_paths)
             reduction_prev = reduction
+            i += 1
         pooled = jnp.mean(s1, axis=(1, 2))
         return nn.Dense(self.num_classes, name="classifier")(pooled)
 
