@@ -1,5 +1,8 @@
 """`mixed_op="edges"`: every edge of a cell under one scanned body is the fused
-formulation's function (logits and every gradient, all eight ops, float64)."""
+formulation's function (logits and every gradient, all eight ops, float64), with and
+without rematerialised edges."""
+
+import os
 
 import chex
 import jax
@@ -11,6 +14,8 @@ from jaxnas.spaces import cells
 from jaxnas.supernet import darts as sn
 
 STEPS = 2
+DARTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                     "experiments", "darts_digits.py")
 
 
 def _edges_params_from_fused(fused: dict, layers: int, steps: int) -> dict:
@@ -37,12 +42,13 @@ def _edges_params_from_fused(fused: dict, layers: int, steps: int) -> dict:
     return out
 
 
-@pytest.mark.parametrize("layers", [3])
-def test_edges_equal_fused_in_value_and_every_gradient(layers):
+@pytest.mark.parametrize("remat_edges", [False, True])
+def test_edges_equal_fused_in_value_and_every_gradient(remat_edges):
+    layers = 3
     with jax.enable_x64(True):
         kw = dict(channels=2, layers=layers, steps=STEPS, multiplier=STEPS, num_classes=3)
         fused = sn.DartsSupernet(**kw, mixed_op="fused")
-        edges = sn.DartsSupernet(**kw, mixed_op="edges")
+        edges = sn.DartsSupernet(**kw, mixed_op="edges", remat_edges=remat_edges)
         rng = np.random.default_rng(0)
         e = cells.num_edges(STEPS)
         w = {k: jnp.asarray(rng.dirichlet(np.ones(8), size=e)) for k in ("normal", "reduce")}
@@ -69,3 +75,31 @@ def test_edges_equal_fused_in_value_and_every_gradient(layers):
                                     rtol=1e-9, atol=1e-11)
         chex.assert_trees_all_close(gwe, gw, rtol=1e-9, atol=1e-11)
         assert float(jnp.max(jnp.abs(gw["reduce"]))) > 0
+
+
+def test_remat_edges_is_refused_off_the_edges_formulation_and_ignored_by_configs():
+    """The supernet refuses remat_edges with another formulation; a config's
+    model.remat_edges applies to "edges" only, so one override switches formulation."""
+    import ml_collections
+
+    from jaxnas import config as C
+    from jaxnas import search
+    from jaxnas.runners import supernets
+
+    x = jnp.zeros((2, 8, 8, 3))
+    w = {k: jnp.ones((cells.num_edges(1), 8)) / 8 for k in ("normal", "reduce")}
+    with pytest.raises(ValueError, match="remat_edges needs mixed_op='edges'"):
+        sn.DartsSupernet(channels=2, layers=3, steps=1, multiplier=1, mixed_op="fused",
+                         remat_edges=True).init(jax.random.key(0), x, w)
+    config = C.load_config(DARTS)
+    C.apply_overrides(config, ["model.remat_edges=True", "model.mixed_op=fused"])
+    search.validate_config(config)
+    assert supernets.build(config.model, 10)[0].remat_edges is False
+    C.apply_overrides(config, ["model.mixed_op=edges", "model.scan_cells=True"])
+    search.validate_config(config)
+    model = supernets.build(config.model, 10)[0]
+    assert model.remat_edges and model.scan_cells and model.mixed_op == "edges"
+    bad = C.load_config(DARTS)
+    bad.model = ml_collections.ConfigDict({**bad.model.to_dict(), "scan_cells": "yes"})
+    with pytest.raises(C.ConfigError, match="config.model.scan_cells='yes' is not allowed"):
+        search.validate_config(bad)

@@ -58,7 +58,7 @@ def _child(args: argparse.Namespace, options: str) -> dict[str, Any]:
                             batch=args.batch, image=args.image, num_classes=10,
                             mixed_op=args.mixed_op, impl="auto", devices=1,
                             repeats=args.repeats, warmup=1, remat=args.remat == "cell",
-                            scan_cells=args.scan_cells)
+                            remat_edges=args.remat == "edge", scan_cells=args.scan_cells)
     case = darts_bench.case(args.record, ns)
     jitted = jax.jit(case.fn, donate_argnums=(0,) if case.state_out else ())
     c0, t0 = time.process_time(), time.perf_counter()
@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--image", type=int, default=32)
     p.add_argument("--mixed-op", default="scan")
-    p.add_argument("--remat", default="none", choices=("none", "cell"))
+    p.add_argument("--remat", default="none", choices=("none", "cell", "edge"),
+                   help="rematerialise each cell, or each edge (--mixed-op edges)")
     p.add_argument("--scan-cells", action="store_true",
                    help="run each run of equal-shaped cells under one scanned body")
     p.add_argument("--repeats", type=int, default=2)

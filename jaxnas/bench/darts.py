@@ -36,7 +36,8 @@ def build_model(args: Any) -> DartsSupernet:
                          layers=args.layers, steps=args.nodes, multiplier=args.nodes,
                          mixed_op=args.mixed_op, impl=args.impl,
                          remat=bool(getattr(args, "remat", False)),
-                         scan_cells=bool(getattr(args, "scan_cells", False)))
+                         scan_cells=bool(getattr(args, "scan_cells", False)),
+                         remat_edges=bool(getattr(args, "remat_edges", False)))
 
 
 def _schedule(s: dict) -> Callable:
@@ -88,7 +89,8 @@ def case(name: str, args: Any) -> common.Case:
                   batch=args.batch, image=[image, image, 3], num_classes=args.num_classes,
                   mixed_op=args.mixed_op, impl=args.impl,
                   remat=bool(getattr(args, "remat", False)),
-                  scan_cells=bool(getattr(args, "scan_cells", False)), params=n_params,
+                  scan_cells=bool(getattr(args, "scan_cells", False)),
+                  remat_edges=bool(getattr(args, "remat_edges", False)), params=n_params,
                   devices=args.devices, repeats=args.repeats, warmup=args.warmup,
                   settings=SETTINGS)
     if kind != "weight_step":

@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="depthwise convolution form (auto: slices on CPU, lax elsewhere)")
     g.add_argument("--remat", action="store_true",
                    help="rematerialise each cell in the backward pass (less memory)")
+    g.add_argument("--remat-edges", action="store_true",
+                   help="--mixed-op edges: rematerialise each edge (less memory)")
     g.add_argument("--scan-cells", action="store_true",
                    help="run each run of equal-shaped cells under one scanned body")
     g.add_argument("--variants", default="scan,fused,loop",

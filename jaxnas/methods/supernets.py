@@ -24,8 +24,11 @@ MODEL_RULES: dict[str, dict[str, C.Rule]] = {
         "model.stem_multiplier": C.positive(int),
         "model.mixed_op": C.choice_from("jaxnas.supernet.darts", "MIXED_OPS"),
         "model.impl": C.choice_from("jaxnas.supernet.kernels", "IMPLS"),
-        # optional (default False): runs of equal-shaped cells under one scanned body
+        # optional (default False): runs of equal-shaped cells under one scanned body;
+        # each edge rematerialised (applies to mixed_op="edges" only, so that a config
+        # can switch formulations with one override)
         "model.scan_cells": C.Rule(lambda v: isinstance(v, bool), "True or False"),
+        "model.remat_edges": C.Rule(lambda v: isinstance(v, bool), "True or False"),
     },
     # NAS-Bench-201 (jaxnas.supernet.nb201): C initial channels, N cells per stage
     "nb201": {
@@ -51,7 +54,7 @@ MODEL_RULES: dict[str, dict[str, C.Rule]] = {
     },
 }
 
-OPTIONAL = frozenset({"model.scan_cells"})
+OPTIONAL = frozenset({"model.scan_cells", "model.remat_edges"})
 
 
 def _ints(v, ok) -> bool:

@@ -20,7 +20,9 @@ def build(model_config: ml_collections.ConfigDict, num_classes: int) -> tuple[An
         model = DartsSupernet(channels=m.channels, num_classes=num_classes,
                               layers=m.layers, steps=m.steps, multiplier=m.multiplier,
                               stem_multiplier=m.stem_multiplier, mixed_op=m.mixed_op,
-                              impl=m.impl, scan_cells=m.get("scan_cells", False))
+                              impl=m.impl, scan_cells=m.get("scan_cells", False),
+                              remat_edges=(m.get("remat_edges", False)
+                                           and m.mixed_op == "edges"))
         space = DartsSpace(primitives=tuple(model.primitives), steps=model.steps,
                            multiplier=model.multiplier)
         return model, space

@@ -363,6 +363,7 @@ class _EdgeStep(nn.Module):
     impl: str
     train: bool
     from_carry: bool
+    remat: bool = False
 
     @nn.compact
     def __call__(self, states: jax.Array, xs, inputs, drop):
@@ -370,8 +371,11 @@ class _EdgeStep(nn.Module):
         x = jax.lax.dynamic_index_in_dim(states if self.from_carry else inputs, src,
                                          axis=0, keepdims=False)
         edge_drop = None if drop is None else (jax.random.fold_in(drop[0], e), drop[1])
-        y = FusedEdgeGroup(1, self.channels, self.stride, self.primitives, self.impl,
-                           name="edge")(x, w[None], self.train, edge_drop)[0]
+        # remat: the backward pass recomputes the edge from its input, so an edge keeps
+        # one activation (x) instead of every intermediate of its eight ops
+        group = nn.remat(FusedEdgeGroup, static_argnums=(3,)) if self.remat else FusedEdgeGroup
+        y = group(1, self.channels, self.stride, self.primitives, self.impl,
+                  name="edge")(x, w[None], self.train, edge_drop)[0]
         node = jax.lax.dynamic_index_in_dim(states, dst, axis=0, keepdims=False)
         return jax.lax.dynamic_update_index_in_dim(states, node + y, dst, axis=0), None
 
@@ -436,6 +440,7 @@ class SearchCell(nn.Module):
     partial_channels: int = 1
     edge_primitives: tuple[tuple[str, ...], ...] | None = None
     single_path: bool = False
+    remat_edges: bool = False
 
     @nn.compact
     def __call__(self, s0: jax.Array, s1: jax.Array, w: jax.Array, train: bool,
@@ -494,11 +499,10 @@ class SearchCell(nn.Module):
             scan = nn.scan(_EdgeStep, variable_axes={"params": 0, "batch_stats": 0},
                            split_rngs={"params": True},
                            in_axes=(0, nn.broadcast, nn.broadcast), length=len(todo))
-            states, _ = scan(c, stride, prims, self.impl, train, inputs is None,
-                             name=name)(states, (jnp.asarray(e), jnp.asarray(src),
-                                                 jnp.asarray(dst), w[jnp.asarray(e)]),
-                                        inputs, drop)
-            return states
+            xs = (jnp.asarray(e), jnp.asarray(src), jnp.asarray(dst), w[jnp.asarray(e)])
+            step = scan(c, stride, prims, self.impl, train, inputs is None,
+                        self.remat_edges, name=name)
+            return step(states, xs, inputs, drop)[0]
 
         if not self.reduction:  # every edge stride 1: one body, the carry holds all states
             zeros = jnp.zeros((steps,) + s1.shape, s1.dtype)
@@ -586,6 +590,7 @@ class _RunStep(nn.Module):
     edge_primitives: tuple[tuple[str, ...], ...] | None
     single_path: bool
     remat: bool
+    remat_edges: bool
     train: bool
 
     @nn.compact
@@ -597,7 +602,8 @@ class _RunStep(nn.Module):
         out = cell_cls(self.channels, False, False, self.steps, self.multiplier,
                        tuple(self.primitives), self.mixed_op, self.impl,
                        self.partial_channels, self.edge_primitives, self.single_path,
-                       name="cell")(s0, s1, w, self.train, cell_drop, paths)
+                       self.remat_edges, name="cell")(s0, s1, w, self.train, cell_drop,
+                                                      paths)
         return (s1, out), None
 
 
@@ -632,6 +638,9 @@ class DartsSupernet(nn.Module):
     # one `nn.scan` body, so that compile time stops growing with depth. Same function;
     # the run's variables are stacked under "cells_<a>_<b>" (`scanned_cells_layout`).
     scan_cells: bool = False
+    # mixed_op="edges": rematerialise each edge (its ops recomputed from its input in the
+    # backward pass): less memory for more compute (benchmarks/results/2026-12-02-edges)
+    remat_edges: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, arch: dict, train: bool = True) -> jax.Array:
@@ -647,8 +656,11 @@ class DartsSupernet(nn.Module):
         check_partial_channels(self.partial_channels, self.channels, self.mixed_op)
         drop, paths = arch.get("skip_dropout"), arch.get("paths")
         if drop is not None and self.mixed_op == "scan":
-            raise ValueError("skip dropout (P-DARTS) needs mixed_op='loop' or 'fused', "
-                             "got mixed_op='scan'")
+            raise ValueError("skip dropout (P-DARTS) needs mixed_op='loop', 'fused' or "
+                             "'edges', got mixed_op='scan'")
+        if self.remat_edges and self.mixed_op != "edges":
+            raise ValueError(f"remat_edges needs mixed_op='edges', got "
+                             f"mixed_op={self.mixed_op!r}")
         if self.single_path and self.mixed_op != "loop":
             raise ValueError(f"single_path (GDAS) needs mixed_op='loop', got "
                              f"mixed_op={self.mixed_op!r}")
@@ -678,7 +690,7 @@ class DartsSupernet(nn.Module):
                 ops = None if self.edge_ops is None else self.edge_ops[0]
                 (s0, s1), _ = run(c, self.steps, self.multiplier, tuple(self.primitives),
                                   self.mixed_op, self.impl, self.partial_channels, ops,
-                                  self.single_path, self.remat, train,
+                                  self.single_path, self.remat, self.remat_edges, train,
                                   name=f"cells_{i}_{runs[i]}")(
                     (s0, s1), jnp.arange(i, runs[i]), arch["normal"], drop, paths_n)
                 reduction_prev = False
@@ -691,7 +703,7 @@ class DartsSupernet(nn.Module):
             cell = cell_cls(c, reduction, reduction_prev, self.steps, self.multiplier,
                               tuple(self.primitives), self.mixed_op, self.impl,
                               self.partial_channels, ops, self.single_path,
-                              name=f"cell_{i}")
+                              self.remat_edges, name=f"cell_{i}")
             cell_drop = (None if drop is None
                          else (jax.random.fold_in(drop["key"], i), drop["rate"]))
             kind = "reduce" if reduction else "normal"
