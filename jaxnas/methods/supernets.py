@@ -25,8 +25,8 @@ MODEL_RULES: dict[str, dict[str, C.Rule]] = {
         "model.mixed_op": C.choice_from("jaxnas.supernet.darts", "MIXED_OPS"),
         "model.impl": C.choice_from("jaxnas.supernet.kernels", "IMPLS"),
         # optional (default False): runs of equal-shaped cells under one scanned body;
-        # each edge rematerialised (applies to mixed_op="edges" only, so that a config
-        # can switch formulations with one override)
+        # each edge rematerialised (applies to mixed_op="edges" only, ignored by the
+        # other formulations, so that a config switches formulation with one override)
         "model.scan_cells": C.Rule(lambda v: isinstance(v, bool), "True or False"),
         "model.remat_edges": C.Rule(lambda v: isinstance(v, bool), "True or False"),
     },

@@ -639,7 +639,8 @@ class DartsSupernet(nn.Module):
     # the run's variables are stacked under "cells_<a>_<b>" (`scanned_cells_layout`).
     scan_cells: bool = False
     # mixed_op="edges": rematerialise each edge (its ops recomputed from its input in the
-    # backward pass): less memory for more compute (benchmarks/results/2026-12-02-edges)
+    # backward pass): far less memory for more FLOPs, which on a CPU even ran faster
+    # (less memory traffic; benchmarks/results/2026-12-02-edges)
     remat_edges: bool = False
 
     @nn.compact
